@@ -1,0 +1,3 @@
+"""gdexp: experiment tracking for gradient descent on linear models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,97 @@
+"""The closed-form view of a run: least-squares optimum, stability bound, summary metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gdexp.data import Dataset
+from gdexp.history import History
+
+
+def _design(X: np.ndarray, bias: bool) -> np.ndarray:
+    X = X.astype(np.float64)
+    return np.hstack([X, np.ones((X.shape[0], 1))]) if bias else X
+
+
+def closed_form(data: Dataset, bias: bool) -> list[float]:
+    """The least-squares optimum of the same model on the same data, in parameter order
+    (every target's weights, then every target's bias)."""
+    solution, *_ = np.linalg.lstsq(_design(data.X, bias), data.Y.astype(np.float64), rcond=None)
+    weights = solution[: data.n_features].T  # (targets, features)
+    out = weights.ravel().tolist()
+    return out + (solution[data.n_features].tolist() if bias else [])
+
+
+def lr_max_stable(data: Dataset, bias: bool, reduction: str = "mean") -> float:
+    """2 / the largest eigenvalue of the full-batch loss Hessian: plain gradient descent
+    diverges above this learning rate. The MSE Hessian is 2/N A^T A (2 A^T A for the sum)."""
+    A = _design(data.X, bias)
+    scale = 2.0 if reduction == "sum" else 2.0 / A.shape[0]
+    largest = float(np.linalg.eigvalsh(scale * A.T @ A)[-1])
+    return 2.0 / largest if largest > 0 else math.inf
+
+
+def unflatten(row: list[float], data: Dataset, bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter row as ``W`` (targets, features) and ``b`` (targets,), float32."""
+    n = data.n_features * data.n_targets
+    W = np.asarray(row[:n], dtype=np.float32).reshape(data.n_targets, data.n_features)
+    b = np.asarray(row[n:], dtype=np.float32) if bias else np.zeros(data.n_targets, np.float32)
+    return W, b
+
+
+def mse(row: list[float], data: Dataset, bias: bool) -> float:
+    """The mean squared error of the model with parameters ``row``, in float32 like training."""
+    W, b = unflatten(row, data, bias)
+    return float(np.mean(np.square(data.X @ W.T + b - data.Y)))
+
+
+def predictions(row: list[float], points: list[list[float]], data: Dataset, bias: bool) -> np.ndarray:
+    """Model outputs at ``points``: shape (points, targets)."""
+    W, b = unflatten(row, data, bias)
+    return np.asarray(points, dtype=np.float32) @ W.T + b
+
+
+def pred_names(points: list[list[float]], n_targets: int) -> list[str]:
+    """``pred_5`` for x = 5.0, ``pred_1_2.5`` for (1, 2.5); ``_t{k}`` per target when several."""
+    def num(v: float) -> str:
+        return f"{v:g}"
+
+    names = []
+    for point in points:
+        base = "pred_" + "_".join(num(v) for v in point)
+        names.extend([base] if n_targets == 1 else [f"{base}_t{t}" for t in range(n_targets)])
+    return names
+
+
+def star_name(name: str) -> str:
+    """``w`` -> ``w_star``, ``w_0`` -> ``w_star_0``, ``b_1`` -> ``b_star_1``."""
+    head, _, tail = name.partition("_")
+    return f"{head}_star" + (f"_{tail}" if tail else "")
+
+
+def summarize(history: History, data: Dataset, bias: bool, reduction: str, converge_tol: float,
+              points: list[list[float]]) -> dict[str, float]:
+    """The one-value metrics of a finished (or stopped) run."""
+    final = history.params[-1]
+    optimum = closed_form(data, bias)
+    summary: dict[str, float] = {
+        "final_loss": mse(final, data, bias),
+        "diverged": float(history.diverged),
+        "epochs_run": float(history.epochs),
+        "lr_max_stable": lr_max_stable(data, bias, reduction),
+    }
+    converged_at = history.epochs_to_converge(converge_tol)
+    if converged_at is not None:
+        summary["epochs_to_converge"] = float(converged_at)
+    summary.update({star_name(n): v for n, v in zip(history.param_names, optimum)})
+    summary["dist_to_opt"] = float(np.linalg.norm(np.asarray(final, np.float64) - np.asarray(optimum)))
+    return summary
+
+
+def status(history: History, converge_tol: float) -> str:
+    """``diverged``, ``converged`` (the loss reached ``converge_tol``) or ``max_epochs``."""
+    if history.diverged:
+        return "diverged"
+    return "converged" if history.epochs_to_converge(converge_tol) is not None else "max_epochs"

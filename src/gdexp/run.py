@@ -1,0 +1,334 @@
+"""``python -m gdexp.run``: one run, or a Hydra multirun, tracked in MLflow.
+
+The data flow of a job: config -> :func:`prepare` (validate, load data) -> engine (train into a
+History) -> tracking (params, curves, summary, artifacts) -> a short printed summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from gdexp.analysis import pred_names, predictions, status, summarize
+from gdexp.config import CONF_DIR, ConfigError, config_hash, flatten, group_options, register_configs, resolved, validate
+from gdexp.data import Dataset, load_data, predict_points
+from gdexp.history import History, param_names
+from gdexp.tracking import SweepAborted, Tracker, TrackingError, read_sweep, resolve_uri, run_name, source_tags
+
+register_configs()
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM during a run; a BaseException so that no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`RunInterrupted` for the duration of a run."""
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    if sys.platform == "win32" or os.getpid() != _MAIN_PID:
+        yield
+        return
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+_MAIN_PID = os.getpid()
+
+
+def prepare(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]]:
+    """Everything that can reject a config before training: values, data, prediction points."""
+    validate(cfg)
+    data = load_data(cfg.data, launch_dir)
+    return data, predict_points(cfg.predict_at, data.n_features)
+
+
+def preflight(config: DictConfig, overrides: list[str]) -> int:
+    """Compose and :func:`prepare` one job per value of every sweep axis (the other axes at their
+    first value), so a bad value anywhere in a sweep stops it before any job trains. Returns the
+    number of jobs the sweep will run."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    axes: dict[str, list[str]] = {}
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                axes[key] = []  # range/interval sweeps are the sweeper's business
+                continue
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+    loader = GlobalHydra.instance().config_loader()
+    launch_dir = Path(config.hydra.runtime.cwd)
+    base = [values[0] for values in axes.values() if values]
+    seen: set[tuple[str, ...]] = set()
+    jobs = 1
+    for i, values in enumerate(v for v in axes.values() if v):
+        jobs *= len(values)
+        for value in values:
+            job = tuple(base[:i] + [value] + base[i + 1 :])
+            if job in seen:
+                continue
+            seen.add(job)
+            try:
+                cfg = loader.load_sweep_config(config, list(job))
+            except Exception as err:
+                raise ConfigError("override", value, "a valid value for its key", one_line(err)) from None
+            prepare(cfg, launch_dir)
+    if not seen:
+        prepare(config, launch_dir)
+    return jobs
+
+
+@dataclass
+class Outcome:
+    """What a job returns to Hydra (and to tests)."""
+
+    run_id: str | None
+    history: History
+    summary: dict[str, float]
+    status: str
+    predictions_before: Any
+    predictions_after: Any
+    points: list[list[float]]
+
+
+def write_history_csv(path: Path, history: History, pred_columns: list[str], preds: list[list[float]]) -> None:
+    """Every epoch at full resolution: loss (blank at step 0), parameters, predictions."""
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["epoch", "loss", *history.param_names, *pred_columns])
+        for step, params in enumerate(history.params):
+            loss = repr(history.loss[step - 1]) if step else ""
+            out.writerow([step, loss, *map(repr, params), *map(repr, preds[step])])
+
+
+def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_dir: Path,
+            sweep: dict[str, Any] | None = None, quiet: bool = False) -> Outcome:
+    """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``."""
+    data, points = prepare(cfg, launch_dir)
+    tracker = None
+    if cfg.tracking.enabled:
+        # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
+        tracker = Tracker.get(resolve_uri(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
+
+    import numpy as np
+
+    from gdexp.engines import train
+    from gdexp.model import make_linear, param_row
+
+    bias = cfg.bias
+    linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed)
+    names = param_names(data.n_features, data.n_targets, bias)
+    run_id = None
+    if tracker is not None:
+        tracker.ready()  # an unreachable store stops the job here, before any training
+        tags = {
+            **source_tags(),
+            "gdexp.overrides": " ".join(overrides),
+            "gdexp.engine": cfg.engine.value,
+            "gdexp.config_hash": config_hash(cfg),
+            "gdexp.output_dir": str(output_dir),
+        }
+        if sweep and sweep.get("parent_run_id"):
+            tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = sweep["parent_run_id"]
+        run_id = tracker.start_run(run_name(overrides), tags, flatten(cfg))
+
+    def flush(first_step: int) -> None:
+        tracker.log_metrics(run_id, history.metrics(first_step))
+
+    history = History(names, param_row(linear), cfg.diverge_above,
+                      on_flush=flush if tracker else None, flush_seconds=cfg.tracking.flush_seconds)
+    end_status = "FAILED"
+    try:
+        with interrupts_raise():
+            try:
+                train(cfg, data, linear, history)
+                end_status = "FINISHED"
+            except RunInterrupted:
+                end_status = "KILLED"
+                raise
+    finally:
+        history.flush()
+        summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
+        run_status = status(history, cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
+        pred_cols = pred_names(points, data.n_targets)
+        all_preds = [predictions(row, points, data, bias).ravel().tolist() for row in history.params]
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+        write_history_csv(output_dir / "history.csv", history, pred_cols, all_preds)
+        if tracker is not None:
+            last = history.epochs
+            rows = [(k, v, 0) for k, v in summary.items()]
+            rows += [(k, v, 0) for k, v in zip(pred_cols, all_preds[0])]
+            rows += [(k, v, last) for k, v in zip(pred_cols, all_preds[-1])] if last else []
+            tracker.log_metrics(run_id, rows)
+            tracker.set_tags(run_id, {"gdexp.status": run_status})
+            tracker.log_artifact(run_id, output_dir / "config.yaml")
+            tracker.log_artifact(run_id, output_dir / "history.csv")
+            tracker.end_run(run_id, end_status)
+    outcome = Outcome(run_id, history, summary, run_status, np.asarray(all_preds[0]), np.asarray(all_preds[-1]), points)
+    if not quiet:
+        print_summary(cfg, outcome, overrides, tracker)
+    return outcome
+
+
+def _fmt_point(point: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in point)
+
+
+def print_summary(cfg: DictConfig, outcome: Outcome, overrides: list[str], tracker: Tracker | None) -> None:
+    """A few lines a person reads after a run, ending with the seeds' f(5)."""
+    h = outcome.history
+    first = f"{h.loss[0]:.6g}" if h.loss else "-"
+    params = ", ".join(f"{n} = {v:.4f}" for n, v in zip(h.param_names, h.params[-1]))
+    print(f"gdexp [{run_name(overrides)}] {cfg.engine.value} · optimizer={cfg.optimizer.name} lr={cfg.lr:g} · "
+          f"{h.epochs}/{cfg.epochs} epochs · {outcome.status}")
+    print(f"  loss {first} -> {h.loss[-1] if h.loss else float('nan'):.6g} (final {outcome.summary['final_loss']:.6g})"
+          f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}")
+    if tracker is not None:
+        print(f"  MLflow run {outcome.run_id} · experiment {tracker.experiment} · {tracker.uri}")
+    for label, preds in (("before", outcome.predictions_before), ("after", outcome.predictions_after)):
+        shown = "; ".join(
+            f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in preds.reshape(len(outcome.points), -1)[i])
+            for i, p in enumerate(outcome.points))
+        print(f"Prediction {label} training: {shown}")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+_JOB_ERRORS: list[tuple[list[str], BaseException]] = []
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> Outcome | None:
+    # A job's error is kept for main() to report in one line: raised here, Hydra would print its
+    # own message first (and, in a multirun, the other jobs must go on anyway).
+    try:
+        return _job(cfg)
+    except Exception as err:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+        _JOB_ERRORS.append((overrides, err))
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            print(f"gdexp: job [{run_name(overrides)}] failed: {one_line(err)}", file=sys.stderr)
+        return None
+
+
+def _job(cfg: DictConfig) -> Outcome:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    sweep = None
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = read_sweep(OmegaConf.create({"hydra": {"sweep": {"dir": hc.sweep.dir}, "runtime": {"cwd": hc.runtime.cwd}}}))
+    return run_job(cfg, overrides=list(hc.overrides.task), output_dir=Path(hc.runtime.output_dir),
+                   launch_dir=Path(hc.runtime.cwd), sweep=sweep)
+
+
+def one_line(err: BaseException) -> str:
+    """An error as the single line a user sees: key, value, what is allowed."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, SweepAborted):
+        err = err.error
+    if isinstance(err, (ConfigError, TrackingError)):
+        return str(err)
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, value = str(err.missing_cfg_file).rpartition("/")
+        if group:
+            return f"{group}={value}: no such option; allowed: {', '.join(group_options(group))}"
+    cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        message = str(cause).strip().splitlines()[0]
+        return f"{cause.full_key}: {message}; allowed: {_allowed(cause.full_key)}"
+    text = " ".join(str(err).split())
+    if isinstance(err, ConfigCompositionException) and "Could not override" in text:
+        key = text.split("'")[1] if "'" in text else "?"
+        return f"{key}: no such config key; allowed: the keys listed by --cfg job (see README)"
+    if isinstance(err, OverrideParseException):
+        return f"override: {text}"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _allowed(key: str) -> str:
+    from gdexp.config import Config
+
+    kinds = {bool: "true or false", int: "an integer", float: "a number"}
+    field = Config.__dataclass_fields__.get(key)
+    if field is None:
+        return "a value of the key's type (see README)"
+    if isinstance(field.type, type) and issubclass(field.type, str) and hasattr(field.type, "__members__"):
+        return ", ".join(field.type.__members__)
+    for kind, text in kinds.items():
+        if field.type in (kind, kind.__name__) or str(field.type).startswith(f"{kind.__name__} |"):
+            return text
+    return "see README"
+
+
+def main() -> None:
+    """The console script: Hydra's errors and ours become one line and a non-zero exit."""
+    user_wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
+    try:
+        _hydra_main()
+        if _JOB_ERRORS:
+            overrides, first = _JOB_ERRORS[0]
+            raise first if len(_JOB_ERRORS) == 1 else RuntimeError(
+                f"{len(_JOB_ERRORS)} jobs failed; the first, [{run_name(overrides)}]: {one_line(first)}")
+    except RunInterrupted as err:
+        print(f"gdexp: interrupted by {err}; the run so far is recorded as KILLED", file=sys.stderr)
+        Tracker.close_all()
+        sys.exit(128 + err.signum)
+    except Exception as err:
+        if user_wants_trace:
+            raise
+        print(f"gdexp: error: {one_line(err)}", file=sys.stderr)
+        Tracker.close_all()
+        sys.exit(2 if isinstance(err, (ConfigError, SweepAborted)) or _is_config_error(err) else 1)
+    except SweepAborted as err:
+        print(f"gdexp: error: {one_line(err)}", file=sys.stderr)
+        Tracker.close_all()
+        sys.exit(2)
+
+
+def _is_config_error(err: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(err, (HydraException, OmegaConfBaseException, TrackingError))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""The one place gdexp writes to MLflow.
+
+All writes go through a *writer*: a child process that imports MLflow and opens the store while
+the main process imports torch and trains, then takes metric chunks over a pipe and writes them
+with ``MlflowClient.log_batch``. Tracking thus costs the main process almost nothing, and a run is
+never left RUNNING: if the main process dies, the writer sees the pipe close and ends every run
+it opened as FAILED.
+
+A sweep is one parent run, opened by :class:`SweepCallback` when Hydra's multirun starts. Its id
+is written to ``<sweep dir>/gdexp_sweep.json``, where every job finds it, whichever process or
+machine the launcher runs it in.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from gdexp.config import PACKAGE_DIR, ConfigError
+
+SWEEP_FILE = "gdexp_sweep.json"
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+TRACKING_ALLOWED = "a reachable MLflow tracking URI (sqlite:///path.db, http://host:port, postgresql://...)"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used: one line, reported before any training."""
+
+
+def resolve_uri(uri: str | None, launch_dir: Path) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the launch directory; a
+    relative SQLite path is made absolute so that jobs never split the store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            uri = f"sqlite:///{(launch_dir / path).resolve()}"
+    return uri
+
+
+# --------------------------------------------------------------------------- the writer process
+
+
+def _check_reachable(uri: str) -> None:
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"tracking.uri={uri}: cannot reach the tracking server ({reason}); "
+                                f"allowed: {TRACKING_ALLOWED}") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking.uri={uri}: the folder {folder} does not exist or is not "
+                                f"writable; allowed: {TRACKING_ALLOWED}")
+
+
+def _connect(uri: str, experiment: str):
+    _check_reachable(uri)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return client, found.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        try:
+            return client, client.create_experiment(experiment, artifact_location=location)
+        except MlflowException:  # created meanwhile by a parallel job
+            return client, client.get_experiment_by_name(experiment).experiment_id
+    except MlflowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"tracking.uri={uri}: {first}; allowed: {TRACKING_ALLOWED}") from None
+    except Exception as err:  # a driver error, a refused connection, a bad scheme
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"tracking.uri={uri}: {type(err).__name__}: {first}; "
+                            f"allowed: {TRACKING_ALLOWED}") from None
+
+
+def _writer(conn, uri: str, experiment: str) -> None:
+    # The main process decides when runs end; a Ctrl-C or SIGTERM to the process group must not
+    # cut a write in half. When the main process is gone, recv() raises EOFError.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        client, experiment_id = _connect(uri, experiment)
+    except TrackingError as err:
+        conn.send(("error", str(err)))
+        return
+    from mlflow.entities import Metric, Param, RunTag
+
+    conn.send(("ready", experiment_id))
+    open_runs: set[str] = set()
+    failure: str | None = None  # an asynchronous write that failed, reported at the next reply
+    while True:
+        try:
+            op, *args = conn.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            if op == "start":
+                name, tags, params = args
+                run = client.create_run(experiment_id, run_name=name, tags=tags)
+                run_id = run.info.run_id
+                open_runs.add(run_id)
+                items = [Param(k, v) for k, v in params.items()]
+                for i in range(0, len(items), 100):
+                    client.log_batch(run_id, params=items[i : i + 100])
+                conn.send(("ok", run_id, failure))
+            elif op == "metrics":
+                run_id, rows = args
+                now = int(time.time() * 1000)
+                metrics = [Metric(k, v, now, s) for k, v, s in rows]
+                for i in range(0, len(metrics), BATCH):
+                    client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+            elif op == "tags":
+                run_id, tags = args
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            elif op == "artifact":
+                run_id, path, artifact_path = args
+                client.log_artifact(run_id, path, artifact_path)
+            elif op == "end":
+                run_id, status = args
+                client.set_terminated(run_id, status)
+                open_runs.discard(run_id)
+                conn.send(("ok", None, failure))
+                failure = None
+            elif op == "close":
+                break
+        except Exception as err:  # keep serving: a lost write must not lose the rest of the run
+            failure = f"{op}: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            if op in ("start", "end"):
+                conn.send(("error", failure, None))
+                failure = None
+    for run_id in open_runs:
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception:
+            pass
+
+
+class Tracker:
+    """The main process's end of a writer, one per (tracking URI, experiment) and process."""
+
+    _open: dict[tuple[str, str], Tracker] = {}
+    _atexit_registered = False
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_writer, args=(child, uri, experiment), name="gdexp-writer")
+        self._process.start()
+        child.close()
+        self._ready: str | None = None
+        if not Tracker._atexit_registered:
+            # After the writer started, so that this runs before multiprocessing's own exit hook,
+            # which would otherwise wait forever for a writer nobody told to close.
+            atexit.register(Tracker.close_all)
+            Tracker._atexit_registered = True
+
+    @classmethod
+    def get(cls, uri: str, experiment: str) -> Tracker:
+        """The process's tracker for ``uri`` and ``experiment``, its writer started if need be."""
+        key = (uri, experiment)
+        tracker = cls._open.get(key)
+        if tracker is None or not tracker._process.is_alive():
+            tracker = cls._open[key] = cls(uri, experiment)
+        return tracker
+
+    def ready(self, timeout: float = 120.0) -> str:
+        """Wait until the store is open; its experiment id, or a :class:`TrackingError`."""
+        if self._ready is None:
+            if not self._conn.poll(timeout):
+                raise TrackingError(f"tracking.uri={self.uri}: no answer from the store in {timeout:.0f} s; "
+                                    f"allowed: {TRACKING_ALLOWED}")
+            try:
+                kind, value = self._conn.recv()
+            except EOFError:
+                kind, value = "error", f"tracking.uri={self.uri}: the MLflow writer died while connecting"
+            if kind == "error":
+                self._open.pop((self.uri, self.experiment), None)
+                raise TrackingError(value)
+            self._ready = value
+        return self._ready
+
+    def _call(self, *message: Any, timeout: float = 300.0) -> Any:
+        self.ready()
+        self._conn.send(message)
+        if not self._conn.poll(timeout):
+            raise TrackingError(f"tracking: no answer from the MLflow writer in {timeout:.0f} s ({message[0]})")
+        kind, value, failure = self._conn.recv()
+        if failure:
+            print(f"gdexp: warning: an MLflow write failed: {failure}", flush=True)
+        if kind == "error":
+            raise TrackingError(f"tracking.uri={self.uri}: {value}")
+        return value
+
+    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+        """Create a RUNNING run with its tags and params; its run id."""
+        return self._call("start", name, tags, params)
+
+    def log_metrics(self, run_id: str, rows: list[tuple[str, float, int]]) -> None:
+        """Queue ``(key, value, step)`` rows; the writer logs them in batches of 1000."""
+        if rows:
+            self._conn.send(("metrics", run_id, rows))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self._conn.send(("tags", run_id, tags))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._conn.send(("artifact", run_id, str(path), artifact_path))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End the run once every queued write is in the store."""
+        self._call("end", run_id, status)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the writer; runs still open are ended FAILED."""
+        try:
+            self._conn.send(("close",))
+        except (OSError, BrokenPipeError):
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+        self._open.pop((self.uri, self.experiment), None)
+
+    @classmethod
+    def close_all(cls) -> None:
+        for tracker in list(cls._open.values()):
+            tracker.close()
+
+
+# --------------------------------------------------------------------------- run metadata
+
+_GIT_COMMIT: list[str | None] = []
+
+
+def git_commit() -> str | None:
+    """The commit of the gdexp checkout the code runs from, when it is one."""
+    if not _GIT_COMMIT:
+        try:
+            out = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "HEAD"],
+                                 capture_output=True, text=True, timeout=5)
+            _GIT_COMMIT.append(out.stdout.strip() if out.returncode == 0 else None)
+        except (OSError, subprocess.SubprocessError):
+            _GIT_COMMIT.append(None)
+    return _GIT_COMMIT[0]
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags, which the fluent API would set."""
+    tags = {"mlflow.source.name": "gdexp.run", "mlflow.source.type": "LOCAL"}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except Exception:
+        pass
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def run_name(overrides: list[str]) -> str:
+    """A run's name: its overrides in command-line order, tracking settings left out."""
+    shown = [o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
+    return ",".join(shown) or "default"
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+class SweepAborted(BaseException):
+    """Raised from a Hydra callback, which would swallow an ordinary exception."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def sweep_dir(config: DictConfig) -> Path:
+    path = Path(config.hydra.sweep.dir)
+    return path if path.is_absolute() else Path(config.hydra.runtime.cwd) / path
+
+
+def read_sweep(config: DictConfig) -> dict[str, Any] | None:
+    """The sweep record a multirun job belongs to, if any."""
+    path = sweep_dir(config) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class SweepCallback(Callback):
+    """Checks every sweep value before any job trains, and opens the sweep's parent run."""
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+        self.parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from gdexp.run import preflight
+
+        try:
+            overrides = list(config.hydra.overrides.task)
+            sweep_params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+            jobs = preflight(config, sweep_params + overrides)
+            folder = sweep_dir(config)
+            folder.mkdir(parents=True, exist_ok=True)
+            record: dict[str, Any] = {"parent_run_id": None, "overrides": sweep_params + overrides, "jobs": jobs}
+            if config.tracking.enabled:
+                uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
+                self.tracker = Tracker.get(uri, config.tracking.experiment)
+                name = "sweep " + (" ".join(sweep_params + overrides) or "default")
+                tags = {**source_tags(), "gdexp.role": "sweep", "gdexp.overrides": " ".join(sweep_params + overrides),
+                        "gdexp.sweep_dir": str(folder), "gdexp.jobs": str(jobs)}
+                self.parent = self.tracker.start_run(name, tags, {})
+                record.update(parent_run_id=self.parent, tracking_uri=uri, experiment=config.tracking.experiment)
+            (folder / SWEEP_FILE).write_text(json.dumps(record, indent=2))
+        except (ConfigError, TrackingError) as err:
+            raise SweepAborted(err) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.tracker is not None and self.parent is not None:
+            self.tracker.end_run(self.parent, "FINISHED")

@@ -105,12 +105,16 @@ def predict_points(predict_at: ListConfig | list, n_features: int) -> list[list[
     """``predict_at`` as a list of input points, each with one value per feature.
 
     One feature: every number is a point (``[5.0]`` is f(5)). Several features: a flat list of
-    ``n_features`` numbers is one point, a list of such lists is several.
+    ``n_features`` numbers is one point, a list of such lists is several, and a single number is
+    the point with that value in every feature (so the default ``[5.0]`` works for any data).
     """
     items = list(predict_at)
-    if n_features == 1 and all(not isinstance(v, (list, ListConfig)) for v in items):
+    flat = all(not isinstance(v, (list, ListConfig)) for v in items)
+    if n_features == 1 and flat:
         return [[float(v)] for v in items]
-    if items and all(not isinstance(v, (list, ListConfig)) for v in items):
+    if flat and len(items) == 1:
+        items = [[items[0]] * n_features]
+    elif items and flat:
         items = [items]
     points = [[float(v) for v in point] for point in items]
     if any(len(p) != n_features for p in points):

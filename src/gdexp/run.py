@@ -115,8 +115,8 @@ class Outcome:
     history: History
     summary: dict[str, float]
     status: str
-    predictions_before: Any
-    predictions_after: Any
+    pred_before: dict[str, float]  # pred_5 -> f(5) with the initial parameters
+    pred_after: dict[str, float]  # ... with the final ones
     points: list[list[float]]
 
 
@@ -138,8 +138,6 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
     if cfg.tracking.enabled:
         # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
         tracker = Tracker.get(resolve_uri(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
-
-    import numpy as np
 
     from gdexp.engines import train
     from gdexp.model import make_linear, param_row
@@ -194,7 +192,8 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             tracker.log_artifact(run_id, output_dir / "history.csv")
             tracker.end_run(run_id, end_status)
-    outcome = Outcome(run_id, history, summary, run_status, np.asarray(all_preds[0]), np.asarray(all_preds[-1]), points)
+    outcome = Outcome(run_id, history, summary, run_status, dict(zip(pred_cols, all_preds[0])),
+                      dict(zip(pred_cols, all_preds[-1])), points)
     if not quiet:
         print_summary(cfg, outcome, overrides, tracker)
     return outcome
@@ -215,9 +214,11 @@ def print_summary(cfg: DictConfig, outcome: Outcome, overrides: list[str], track
           f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}")
     if tracker is not None:
         print(f"  MLflow run {outcome.run_id} · experiment {tracker.experiment} · {tracker.uri}")
-    for label, preds in (("before", outcome.predictions_before), ("after", outcome.predictions_after)):
+    per_point = len(outcome.pred_after) // len(outcome.points)
+    for label, preds in (("before", outcome.pred_before), ("after", outcome.pred_after)):
+        values = list(preds.values())
         shown = "; ".join(
-            f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in preds.reshape(len(outcome.points), -1)[i])
+            f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in values[i * per_point : (i + 1) * per_point])
             for i, p in enumerate(outcome.points))
         print(f"Prediction {label} training: {shown}")
 

@@ -286,7 +286,12 @@ def source_tags() -> dict[str, str]:
 
 def run_name(overrides: list[str]) -> str:
     """A run's name: its overrides in command-line order, tracking settings left out."""
-    shown = [o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
+    shown = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not key.startswith(("tracking.", "hydra.")):
+            # Hydra writes swept booleans back as True/False; show them as the user typed them.
+            shown.append(f"{key}={value.lower() if value in ('True', 'False') else value}")
     return ",".join(shown) or "default"
 
 

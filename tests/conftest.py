@@ -1,0 +1,45 @@
+"""Shared helpers: compose configs with Hydra's compose API and run jobs in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from gdexp.config import CONF_DIR, register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = REPO.parent / "shared" / "seeds"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_store(monkeypatch, tmp_path):
+    """No test may touch the user's mlflow.db: the default store is redirected into tmp_path."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def make_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``python -m gdexp.run OVERRIDES`` would run (without Hydra's runtime node)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+def run(overrides: list[str], tmp_path: Path, *, tracking: bool = False):
+    """Run a job in-process the way ``gdexp.run`` does; tracking off unless asked for."""
+    from gdexp.run import run_job
+
+    overrides = list(overrides) + ([] if tracking else ["tracking.enabled=false"])
+    cfg = make_config(overrides)
+    return run_job(cfg, overrides=overrides, output_dir=tmp_path / "out", launch_dir=tmp_path, quiet=True)
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    """Environment for gdexp subprocesses: the tmp store, unbuffered output."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env

@@ -34,15 +34,15 @@ def lr_max_stable(data: Dataset, bias: bool, reduction: str = "mean") -> float:
 
 
 def unflatten(row: list[float], data: Dataset, bias: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A parameter row as ``W`` (targets, features) and ``b`` (targets,), float32."""
-    n = data.n_features * data.n_targets
-    W = np.asarray(row[:n], dtype=np.float32).reshape(data.n_targets, data.n_features)
-    b = np.asarray(row[n:], dtype=np.float32) if bias else np.zeros(data.n_targets, np.float32)
+    """A parameter row as ``W`` (targets, features) and ``b`` (targets,), in the data's dtype."""
+    n, dtype = data.n_features * data.n_targets, data.X.dtype
+    W = np.asarray(row[:n], dtype=dtype).reshape(data.n_targets, data.n_features)
+    b = np.asarray(row[n:], dtype=dtype) if bias else np.zeros(data.n_targets, dtype)
     return W, b
 
 
 def mse(row: list[float], data: Dataset, bias: bool) -> float:
-    """The mean squared error of the model with parameters ``row``, in float32 like training."""
+    """The mean squared error of the model with parameters ``row``, in the data's dtype like training."""
     W, b = unflatten(row, data, bias)
     return float(np.mean(np.square(data.X @ W.T + b - data.Y)))
 
@@ -50,7 +50,7 @@ def mse(row: list[float], data: Dataset, bias: bool) -> float:
 def predictions(row: list[float], points: list[list[float]], data: Dataset, bias: bool) -> np.ndarray:
     """Model outputs at ``points``: shape (points, targets)."""
     W, b = unflatten(row, data, bias)
-    return np.asarray(points, dtype=np.float32) @ W.T + b
+    return np.asarray(points, dtype=data.X.dtype) @ W.T + b
 
 
 def pred_names(points: list[list[float]], n_targets: int) -> list[str]:

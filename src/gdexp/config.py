@@ -65,6 +65,11 @@ class Reduction(str, Enum):
     sum = "sum"
 
 
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -162,6 +167,7 @@ class Config:
     engine: Engine = Engine.lightning
     loss_reduction: Reduction = Reduction.mean
     accelerator: Accelerator = Accelerator.auto
+    dtype: DType = DType.float32
     converge_tol: float = 1e-6
     diverge_above: float = 1e12
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -28,6 +28,10 @@ class Dataset:
     def n_targets(self) -> int:
         return self.Y.shape[1]
 
+    def as_dtype(self, dtype: str) -> Dataset:
+        """The same data in ``dtype`` (float32 like the seeds, or float64)."""
+        return Dataset(self.X.astype(dtype), self.Y.astype(dtype), self.features, self.targets)
+
 
 def load_data(data: DictConfig, launch_dir: Path | None = None) -> Dataset:
     """Build the dataset that ``data`` describes; a bad file or column is a :class:`ConfigError`."""

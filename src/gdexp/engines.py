@@ -89,7 +89,7 @@ def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator.value, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0,
+        num_sanity_val_steps=0, limit_val_batches=0, precision="64-true" if cfg.dtype.value == "float64" else "32-true",
     )
     loader = _TensorBatches(batches, torch.from_numpy(data.X), torch.from_numpy(data.Y))
     with warnings.catch_warnings():
@@ -122,7 +122,8 @@ def _numpy(cfg: DictConfig, data: Dataset, linear, history: History, batches: Ba
     # g = (pred - y) * 2/n (2 for the sum), dW = g.T @ X, db = sum of g over samples.
     W = linear.weight.detach().cpu().numpy().copy()
     b = linear.bias.detach().cpu().numpy().copy() if linear.bias is not None else None
-    lr = np.float32(cfg.lr)
+    dtype = data.X.dtype.type
+    lr = dtype(cfg.lr)
     for _ in range(cfg.epochs):
         for idx in batches:
             x, y = data.X[idx], data.Y[idx]
@@ -130,7 +131,7 @@ def _numpy(cfg: DictConfig, data: Dataset, linear, history: History, batches: Ba
             err = pred - y
             if not history.batch_loss(float(np.mean(np.square(err)))):
                 break
-            g = err * np.float32(2.0 / err.size if cfg.loss_reduction.value == "mean" else 2.0)
+            g = err * dtype(2.0 / err.size if cfg.loss_reduction.value == "mean" else 2.0)
             W -= lr * (g.T @ x)
             if b is not None:
                 b -= lr * g.sum(axis=0)

@@ -12,9 +12,10 @@ from torch import nn
 from gdexp.history import History
 
 
-def make_linear(n_features: int, n_targets: int, bias: bool, init: str, init_std: float, seed: int) -> nn.Linear:
+def make_linear(n_features: int, n_targets: int, bias: bool, init: str, init_std: float, seed: int,
+                dtype: str = "float32") -> nn.Linear:
     """``nn.Linear`` initialised as ``init`` says: zeros (the seeds' w = 0, b = 0), PyTorch's
-    default, or N(0, init_std), the random ones drawn from ``seed``."""
+    default, or N(0, init_std), the random ones drawn from ``seed`` (in float32, then cast)."""
     torch.manual_seed(seed)
     linear = nn.Linear(n_features, n_targets, bias=bias)
     with torch.no_grad():
@@ -23,7 +24,7 @@ def make_linear(n_features: int, n_targets: int, bias: bool, init: str, init_std
                 p.zero_()
             elif init == "normal":
                 p.normal_(0.0, init_std)
-    return linear
+    return linear.to(getattr(torch, dtype))
 
 
 def param_row(linear: nn.Linear) -> list[float]:

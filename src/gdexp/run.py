@@ -134,6 +134,7 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
             sweep: dict[str, Any] | None = None, quiet: bool = False) -> Outcome:
     """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``."""
     data, points = prepare(cfg, launch_dir)
+    data = data.as_dtype(cfg.dtype.value)
     tracker = None
     if cfg.tracking.enabled:
         # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
@@ -143,7 +144,8 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
     from gdexp.model import make_linear, param_row
 
     bias = cfg.bias
-    linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed)
+    linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed,
+                         cfg.dtype.value)
     names = param_names(data.n_features, data.n_targets, bias)
     run_id = None
     if tracker is not None:

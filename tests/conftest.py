@@ -43,3 +43,30 @@ def cli_env(tmp_path) -> dict[str, str]:
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
     env.pop("HYDRA_FULL_ERROR", None)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _close_writers():
+    """Each test's MLflow writer processes end with it."""
+    yield
+    from gdexp.tracking import Tracker
+
+    Tracker.close_all()
+
+
+def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, **kw):
+    """Run ``python -m gdexp.run ARGS`` as a user would, in ``cwd``."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gdexp.run", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def all_runs(uri: str):
+    """Every run of every experiment in the store at ``uri``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=5000) if ids else []

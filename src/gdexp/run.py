@@ -63,6 +63,10 @@ _MAIN_PID = os.getpid()
 def prepare(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]]:
     """Everything that can reject a config before training: values, data, prediction points."""
     validate(cfg)
+    if cfg.accelerator.value == "gpu":
+        from gdexp.engines import device_for
+
+        device_for("gpu")
     data = load_data(cfg.data, launch_dir)
     return data, predict_points(cfg.predict_at, data.n_features)
 
@@ -275,29 +279,48 @@ def one_line(err: BaseException) -> str:
     cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         message = str(cause).strip().splitlines()[0]
-        return f"{cause.full_key}: {message}; allowed: {_allowed(cause.full_key)}"
+        key = cause.full_key
+        if message.startswith("Key '") and "not in" in message:
+            return f"{key}: no such config key; allowed: {_allowed(None)}"
+        value = _override_value(key)
+        shown = f"{key}={value}" if value is not None else key
+        return f"{shown}: {message}; allowed: {_allowed(key)}"
     text = " ".join(str(err).split())
     if isinstance(err, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'")[1] if "'" in text else "?"
-        return f"{key}: no such config key; allowed: the keys listed by --cfg job (see README)"
+        return f"{key}: no such config key; allowed: {_allowed(None)}"
     if isinstance(err, OverrideParseException):
         return f"override: {text}"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _allowed(key: str) -> str:
+def _override_value(key: str) -> str | None:
+    """What the command line gave ``key``, for the error line."""
+    for arg in sys.argv[1:]:
+        name, sep, value = arg.lstrip("+~").partition("=")
+        if sep and name == key:
+            return value
+    return None
+
+
+def _allowed(key: str | None) -> str:
+    """What a top-level key accepts, from the schema's type; every key when ``key`` is None."""
+    import typing
+    from enum import Enum
+
     from gdexp.config import Config
 
-    kinds = {bool: "true or false", int: "an integer", float: "a number"}
-    field = Config.__dataclass_fields__.get(key)
-    if field is None:
-        return "a value of the key's type (see README)"
-    if isinstance(field.type, type) and issubclass(field.type, str) and hasattr(field.type, "__members__"):
-        return ", ".join(field.type.__members__)
-    for kind, text in kinds.items():
-        if field.type in (kind, kind.__name__) or str(field.type).startswith(f"{kind.__name__} |"):
-            return text
-    return "see README"
+    hints = typing.get_type_hints(Config)
+    if key not in hints:
+        return ", ".join(hints) + " (and the optimizer.* and data.* keys of the chosen group)"
+    kind = hints[key]
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return ", ".join(kind.__members__)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    for known, text in names.items():
+        if kind is known or known in typing.get_args(kind):
+            return text + (" or null" if type(None) in typing.get_args(kind) else "")
+    return "a value of the key's type (see README)"
 
 
 def main() -> None:

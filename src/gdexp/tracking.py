@@ -71,10 +71,25 @@ def _check_reachable(uri: str) -> None:
                                 f"writable; allowed: {TRACKING_ALLOWED}")
 
 
-def _connect(uri: str, experiment: str):
+def _connect(uri: str, experiment: str, attempts: int = 5):
+    """Open the store and the experiment. Two processes opening a fresh store at once race to
+    create its tables (or the experiment): the loser retries, with backoff."""
+    for attempt in range(attempts):
+        try:
+            return _open_store(uri, experiment)
+        except TrackingError:
+            if attempt == attempts - 1 or uri.startswith(("http://", "https://")):
+                raise
+            time.sleep(0.2 * 2**attempt)
+
+
+def _open_store(uri: str, experiment: str):
     _check_reachable(uri)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    for name in ("mlflow", "alembic"):  # store migrations log at INFO: not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         client = MlflowClient(tracking_uri=uri)
@@ -102,8 +117,6 @@ def _writer(conn, uri: str, experiment: str) -> None:
     # cut a write in half. When the main process is gone, recv() raises EOFError.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         client, experiment_id = _connect(uri, experiment)
     except TrackingError as err:

@@ -1,0 +1,70 @@
+"""Bad input: one line naming the key and the value, a non-zero exit, no traceback, no RUNNING run."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, gdexp
+
+BAD_INPUTS = {  # arguments -> the key the one line must name
+    "negative lr": (["lr=-1"], "lr"),
+    "non-numeric lr": (["lr=abc"], "lr"),
+    "NaN lr": (["lr=nan"], "lr"),
+    "zero epochs": (["epochs=0"], "epochs"),
+    "fractional epochs": (["epochs=1.5"], "epochs"),
+    "unknown optimizer": (["optimizer=foo"], "optimizer"),
+    "bias maybe": (["bias=maybe"], "bias"),
+    "unknown init": (["init=foo"], "init"),
+    "unknown engine": (["engine=jax"], "engine"),
+    "unknown data": (["data=nope"], "data"),
+    "missing CSV": (["data=csv", "data.path=missing.csv"], "data.path"),
+    "empty CSV": (["data=csv", "data.path=empty.csv"], "data.path"),
+    "non-numeric CSV": (["data=csv", "data.path=words.csv"], "data.path"),
+    "CSV with NaN": (["data=csv", "data.path=holes.csv"], "data.path"),
+    "CSV without the target column": (["data=csv", "data.path=two.csv", "data.target=q"], "data.target"),
+    "predict_at of the wrong width": (["data=csv", "data.path=two.csv", "predict_at=[1,2,3]"], "predict_at"),
+    "unreachable tracking server": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),
+    "tracking store in a missing folder": (["tracking.uri=sqlite:////nonexistent/dir/x.db"], "tracking.uri"),
+    "zero batch size": (["batch_size=0"], "batch_size"),
+    "betas out of range": (["optimizer=adam", "optimizer.betas=[0.9,2]"], "optimizer.betas"),
+    "numpy engine with adam": (["engine=numpy", "optimizer=adam"], "engine"),
+    "unknown key": (["lrr=0.1"], "lrr"),
+    "gpu on a CPU machine": (["accelerator=gpu"], "accelerator"),
+    "momentum of 1.5": (["optimizer=momentum", "optimizer.momentum=1.5"], "optimizer.momentum"),
+    "unknown loss reduction": (["loss_reduction=max"], "loss_reduction"),
+    "bad value inside a sweep": (["-m", "lr=0.1,-1"], "lr"),
+    "bad CSV inside a sweep": (["-m", "data=line,csv", "data.path=missing.csv"], "data.path"),
+}
+
+
+def _write_csvs(folder: Path) -> None:
+    (folder / "empty.csv").write_text("")
+    (folder / "words.csv").write_text("x,y\n1,2\n2,abc\n")
+    (folder / "holes.csv").write_text("x,y\n1,2\n2,\n")
+    (folder / "two.csv").write_text("a,b,y\n1,2,3\n2,3,5\n")
+
+
+@pytest.mark.slow
+def test_bad_inputs_give_one_line_naming_the_key(tmp_path, cli_env):
+    _write_csvs(tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def attempt(case):
+        args, key = BAD_INPUTS[case]
+        return case, key, gdexp(args, tmp_path, cli_env)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(attempt, BAD_INPUTS))
+    assert len(results) >= 15
+    for case, key, result in results:
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (case, result.returncode, result.stderr)
+        assert len(lines) == 1, (case, result.stderr)
+        assert lines[0].startswith(f"gdexp: error: {key}"), (case, lines[0])
+        assert "allowed:" in lines[0], (case, lines[0])
+        assert "Traceback" not in result.stderr + result.stdout, case
+        assert "Epoch" not in result.stdout and "Prediction" not in result.stdout, case  # nothing trained
+    if (tmp_path / "mlflow.db").exists():
+        assert [r.info.run_name for r in all_runs(store) if r.info.status == "RUNNING"] == []

@@ -60,7 +60,7 @@ def test_run_records_params_curves_summary_tags_and_artifacts(tmp_path):
 
 
 def test_curves_arrive_in_chunks_and_are_complete(tmp_path):
-    out = run(["epochs=3000", "engine=autograd", "tracking.flush_seconds=0"], tmp_path, tracking=True)
+    out = run(["epochs=3000", "engine=autograd", "tracking.flush_seconds=0.05"], tmp_path, tracking=True)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     assert len(client.get_metric_history(out.run_id, "loss")) == 3000
     assert len(client.get_metric_history(out.run_id, "w")) == 3001
@@ -114,10 +114,10 @@ def test_diverging_job_finishes_and_the_sweep_goes_on(tmp_path, cli_env):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_run_leaves_it_killed_with_its_history(sig, tmp_path, cli_env):
+@pytest.mark.parametrize(("sig", "engine"), [(signal.SIGTERM, "lightning"), (signal.SIGINT, "autograd")])
+def test_signal_mid_run_leaves_it_killed_with_its_history(sig, engine, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    proc = subprocess.Popen([sys.executable, "-m", "gdexp.run", "epochs=1000000", "engine=autograd",
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp.run", "epochs=1000000", f"engine={engine}",
                              "tracking.flush_seconds=0.2"], cwd=tmp_path, env=cli_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

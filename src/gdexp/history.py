@@ -8,8 +8,17 @@ and ``params[0]`` the initial ones.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM during a run; a BaseException so that no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def param_names(n_features: int, n_targets: int, bias: bool) -> list[str]:
@@ -41,6 +50,8 @@ class History:
         self._flush_seconds = flush_seconds
         self._flushed = 0  # first step not yet handed to on_flush
         self._last_flush = time.monotonic()
+        # Set by a signal handler; acted on between batches, never in the middle of a write.
+        self.interrupt: int | None = None
 
     @property
     def epochs(self) -> int:
@@ -48,6 +59,8 @@ class History:
 
     def batch_loss(self, loss: float) -> bool:
         """Record one batch's MSE; False when it diverged and its update must be skipped."""
+        if self.interrupt is not None:
+            raise RunInterrupted(self.interrupt)
         self._batch_sum += loss
         self._batches += 1
         if not (math.isfinite(loss) and loss <= self.diverge_above):
@@ -59,6 +72,8 @@ class History:
         self.loss.append(self._batch_sum / self._batches if self._batches else math.nan)
         self.params.append(list(params))
         self._batch_sum, self._batches = 0.0, 0
+        if self.interrupt is not None:
+            raise RunInterrupted(self.interrupt)
         if self._on_flush is not None and time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
         return self.diverged

@@ -22,25 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 from gdexp.analysis import pred_names, predictions, status, summarize
 from gdexp.config import CONF_DIR, ConfigError, config_hash, flatten, group_options, register_configs, resolved, validate
 from gdexp.data import Dataset, load_data, predict_points
-from gdexp.history import History, param_names
+from gdexp.history import History, RunInterrupted, param_names
 from gdexp.tracking import SweepAborted, Tracker, TrackingError, read_sweep, resolve_uri, run_name, source_tags
 
 register_configs()
 
 
-class RunInterrupted(BaseException):
-    """SIGINT or SIGTERM during a run; a BaseException so that no ``except Exception`` eats it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`RunInterrupted` for the duration of a run."""
+def interrupts_stop(history: History) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run at the next batch boundary (a second one at once), so the
+    history so far is recorded and a write to the tracker is never cut in half."""
     def handler(signum: int, frame: Any) -> None:
-        raise RunInterrupted(signum)
+        if history.interrupt is not None:
+            raise RunInterrupted(signum)
+        history.interrupt = signum
 
     if sys.platform == "win32" or os.getpid() != _MAIN_PID:
         yield
@@ -172,7 +167,7 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
                       on_flush=flush if tracker else None, flush_seconds=cfg.tracking.flush_seconds)
     end_status = "FAILED"
     try:
-        with interrupts_raise():
+        with interrupts_stop(history):
             try:
                 train(cfg, data, linear, history)
                 end_status = "FINISHED"

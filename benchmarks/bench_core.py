@@ -86,8 +86,11 @@ def main() -> None:
     stock = [sys.executable, str(HERE / "stock_mlflow_logger.py"), f"sqlite:///{folder / 'stock.db'}", str(E)]
     whole_process(gdexp, folder)  # warm stores: schema creation is a one-off, not per run
     whole_process([*stock[:3], "1"], folder)
-    processes = {"gdexp, tracking on": gdexp, "gdexp, tracking.enabled=false": [*gdexp[:4], "tracking.enabled=false"],
-                 "Lightning MLFlowLogger (stock)": stock}
+    processes = {
+        "gdexp, tracking on": gdexp,
+        "gdexp, tracking.enabled=false": [*gdexp[:4], "tracking.enabled=false"],
+        "Lightning MLFlowLogger (stock)": stock,
+    }
     for i in range(args.repeat):
         for name, cmd in processes.items():
             if name.endswith("(stock)") and i >= args.stock_repeat:
@@ -102,12 +105,16 @@ def main() -> None:
     print("| loop | ms / epoch | vs raw loop |\n| --- | ---: | ---: |")
     for name in kinds:
         print(f"| {name} | {median[name]:.4f} | {median[name] / raw:.1f}x |")
-    print(f"\nWhole process, {E}-epoch run (python start to exit), median of {args.repeat} ({args.stock_repeat} stock):\n")
+    print(
+        f"\nWhole process, {E}-epoch run (python start to exit), median of {args.repeat} ({args.stock_repeat} stock):\n"
+    )
     print("| command | seconds | vs untracked |\n| --- | ---: | ---: |")
     for name in processes:
         print(f"| {name} | {median[name]:.2f} | {median[name] / untracked:.2f}x |")
-    print(f"\ntracking overhead: {tracked / untracked:.2f}x the untracked run (target <= 1.3x); "
-          f"stock MLFlowLogger / gdexp tracked: {stock_s / tracked:.1f}x (target >= 3x)")
+    print(
+        f"\ntracking overhead: {tracked / untracked:.2f}x the untracked run (target <= 1.3x); "
+        f"stock MLFlowLogger / gdexp tracked: {stock_s / tracked:.1f}x (target >= 3x)"
+    )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "core.json").write_text(json.dumps({"epochs": E, "samples": results, "median": median}, indent=2))

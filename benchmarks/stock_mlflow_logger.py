@@ -53,9 +53,14 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     X = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
-    trainer = pl.Trainer(max_epochs=epochs, logger=MLFlowLogger(experiment_name="stock", tracking_uri=uri),
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         log_every_n_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=MLFlowLogger(experiment_name="stock", tracking_uri=uri),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(Seeds(), train_dataloaders=FullBatch(X, 2 * X))
 
 

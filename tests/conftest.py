@@ -59,8 +59,15 @@ def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300,
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "gdexp.run", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "gdexp.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def all_runs(uri: str):

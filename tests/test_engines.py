@@ -46,8 +46,16 @@ def test_lightning_equals_plain_pytorch_loop(optimizer, bias, data, tmp_path):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_lightning_equals_plain_loop_on_csv_with_two_targets(optimizer, bias, csv_data, tmp_path):
-    common = [f"data=csv", f"data.path={csv_data}", "data.target=[y,z]", f"optimizer={optimizer}",
-              f"bias={str(bias).lower()}", "epochs=40", "lr=0.05", "predict_at=[1.0,2.0]"]
+    common = [
+        "data=csv",
+        f"data.path={csv_data}",
+        "data.target=[y,z]",
+        f"optimizer={optimizer}",
+        f"bias={str(bias).lower()}",
+        "epochs=40",
+        "lr=0.05",
+        "predict_at=[1.0,2.0]",
+    ]
     loss_l, params_l = curves(common + ["engine=lightning"], tmp_path)
     loss_a, params_a = curves(common + ["engine=autograd"], tmp_path)
     assert params_l.shape == (41, 4 + 2 * bias)  # w_{t}_{i} for 2 targets x 2 features, b_{t}
@@ -117,8 +125,10 @@ def test_minibatch_engines_agree(tmp_path):
 
 @pytest.mark.parametrize("init", ["default", "normal"])
 def test_random_init_is_seeded_and_shared_by_engines(init, tmp_path):
-    starts = {e: run([f"init={init}", "epochs=1", f"engine={e}", "bias=true", "seed=3"], tmp_path).history.params[0]
-              for e in ("lightning", "autograd", "numpy")}
+    starts = {
+        e: run([f"init={init}", "epochs=1", f"engine={e}", "bias=true", "seed=3"], tmp_path).history.params[0]
+        for e in ("lightning", "autograd", "numpy")
+    }
     assert starts["lightning"] == starts["autograd"] == starts["numpy"]
     assert starts["lightning"] != [0.0, 0.0]
     assert run([f"init={init}", "epochs=1", "bias=true", "seed=4"], tmp_path).history.params[0] != starts["numpy"]

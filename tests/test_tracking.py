@@ -22,9 +22,19 @@ def test_run_records_params_curves_summary_tags_and_artifacts(tmp_path):
     assert record.info.status == "FINISHED"
     assert record.info.run_name == "epochs=20,bias=true,data=line_intercept,lr=0.05"
     params = record.data.params
-    for key, value in {"lr": "0.05", "epochs": "20", "optimizer.name": "sgd", "optimizer.momentum": "0.0",
-                       "bias": "true", "init": "zeros", "seed": "0", "data.name": "line_intercept",
-                       "engine": "lightning", "loss_reduction": "mean", "batch_size": "null"}.items():
+    for key, value in {
+        "lr": "0.05",
+        "epochs": "20",
+        "optimizer.name": "sgd",
+        "optimizer.momentum": "0.0",
+        "bias": "true",
+        "init": "zeros",
+        "seed": "0",
+        "data.name": "line_intercept",
+        "engine": "lightning",
+        "loss_reduction": "mean",
+        "batch_size": "null",
+    }.items():
         assert params[key] == value, key
     assert "tracking.uri" not in params  # may hold credentials
 
@@ -36,7 +46,9 @@ def test_run_records_params_curves_summary_tags_and_artifacts(tmp_path):
         assert [m.step for m in curve] == list(range(0, 21))
         assert [m.value for m in curve] == pytest.approx([row[i] for row in out.history.params])
     assert sorted((m.step, round(m.value, 6)) for m in client.get_metric_history(out.run_id, "pred_5")) == [
-        (0, 0.0), (20, round(out.pred_after["pred_5"], 6))]
+        (0, 0.0),
+        (20, round(out.pred_after["pred_5"], 6)),
+    ]
 
     metrics = record.data.metrics
     assert metrics["final_loss"] == pytest.approx(out.summary["final_loss"])
@@ -108,18 +120,28 @@ def test_diverging_job_finishes_and_the_sweep_goes_on(tmp_path, cli_env):
     result = gdexp(["-m", "lr=0.2,0.1,0.05", "epochs=200"], tmp_path, cli_env)
     assert result.returncode == 0, result.stderr
     runs = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags]
-    status = {r.data.params["lr"]: (r.info.status, r.data.tags["gdexp.status"], r.data.metrics["diverged"]) for r in runs}
-    assert status == {"0.2": ("FINISHED", "diverged", 1.0), "0.1": ("FINISHED", "converged", 0.0),
-                      "0.05": ("FINISHED", "converged", 0.0)}
+    status = {
+        r.data.params["lr"]: (r.info.status, r.data.tags["gdexp.status"], r.data.metrics["diverged"]) for r in runs
+    }
+    assert status == {
+        "0.2": ("FINISHED", "diverged", 1.0),
+        "0.1": ("FINISHED", "converged", 0.0),
+        "0.05": ("FINISHED", "converged", 0.0),
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "engine"), [(signal.SIGTERM, "lightning"), (signal.SIGINT, "autograd")])
 def test_signal_mid_run_leaves_it_killed_with_its_history(sig, engine, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    proc = subprocess.Popen([sys.executable, "-m", "gdexp.run", "epochs=1000000", f"engine={engine}",
-                             "tracking.flush_seconds=0.2"], cwd=tmp_path, env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.run", "epochs=1000000", f"engine={engine}", "tracking.flush_seconds=0.2"],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     run_id = None
     while time.time() < deadline:  # wait until curves are streaming into the store
@@ -151,8 +173,9 @@ def test_console_script_from_another_directory_and_seed_experiment(tmp_path, cli
     cli_env.pop("MLFLOW_TRACKING_URI")
     script = Path(sys.executable).parent / "gdexp-run"
     assert script.exists(), "the package is installed with its console script"
-    result = subprocess.run([str(script), "+experiment=seed_004"], cwd=tmp_path, env=cli_env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(script), "+experiment=seed_004"], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "Prediction after training: f(5) = 9.612"
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")

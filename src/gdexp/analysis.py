@@ -55,6 +55,7 @@ def predictions(row: list[float], points: list[list[float]], data: Dataset, bias
 
 def pred_names(points: list[list[float]], n_targets: int) -> list[str]:
     """``pred_5`` for x = 5.0, ``pred_1_2.5`` for (1, 2.5); ``_t{k}`` per target when several."""
+
     def num(v: float) -> str:
         return f"{v:g}"
 
@@ -71,8 +72,9 @@ def star_name(name: str) -> str:
     return f"{head}_star" + (f"_{tail}" if tail else "")
 
 
-def summarize(history: History, data: Dataset, bias: bool, reduction: str, converge_tol: float,
-              points: list[list[float]]) -> dict[str, float]:
+def summarize(
+    history: History, data: Dataset, bias: bool, reduction: str, converge_tol: float, points: list[list[float]]
+) -> dict[str, float]:
     """The one-value metrics of a finished (or stopped) run."""
     final = history.params[-1]
     optimum = closed_form(data, bias)

@@ -201,8 +201,16 @@ def group_options(group: str) -> list[str]:
 # --------------------------------------------------------------------------- validation
 
 
-def _number(cfg: DictConfig, key: str, *, low: float | None = None, low_open: bool = True,
-            high: float | None = None, high_open: bool = True, allowed: str) -> None:
+def _number(
+    cfg: DictConfig,
+    key: str,
+    *,
+    low: float | None = None,
+    low_open: bool = True,
+    high: float | None = None,
+    high_open: bool = True,
+    allowed: str,
+) -> None:
     value = OmegaConf.select(cfg, key)
     bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
     if not bad and low is not None:
@@ -239,9 +247,13 @@ def validate(cfg: DictConfig) -> None:
         opt = cfg.optimizer
         plain = opt.name == "sgd" and opt.momentum == 0 and opt.weight_decay == 0
         if not plain:
-            raise ConfigError("engine", "numpy", "lightning or autograd with this optimizer",
-                              f"the numpy engine does plain gradient descent only (optimizer=sgd, "
-                              f"no momentum or weight decay), not optimizer={opt.name}")
+            raise ConfigError(
+                "engine",
+                "numpy",
+                "lightning or autograd with this optimizer",
+                f"the numpy engine does plain gradient descent only (optimizer=sgd, "
+                f"no momentum or weight decay), not optimizer={opt.name}",
+            )
 
 
 def _validate_optimizer(cfg: DictConfig) -> None:
@@ -250,25 +262,28 @@ def _validate_optimizer(cfg: DictConfig) -> None:
     if "momentum" in opt:
         _number(cfg, "optimizer.momentum", low=0, low_open=False, high=1, allowed="a number in [0, 1)")
     if "dampening" in opt:
-        _number(cfg, "optimizer.dampening", low=0, low_open=False, high=1, high_open=False,
-                allowed="a number in [0, 1]")
+        _number(
+            cfg, "optimizer.dampening", low=0, low_open=False, high=1, high_open=False, allowed="a number in [0, 1]"
+        )
     if opt.get("nesterov") and (opt.momentum <= 0 or opt.dampening != 0):
-        raise ConfigError("optimizer.momentum", opt.momentum, "a number in (0, 1) with dampening 0",
-                          "Nesterov momentum needs momentum > 0 and zero dampening")
+        raise ConfigError(
+            "optimizer.momentum",
+            opt.momentum,
+            "a number in (0, 1) with dampening 0",
+            "Nesterov momentum needs momentum > 0 and zero dampening",
+        )
     if "betas" in opt:
         betas = list(opt.betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError("optimizer.betas", betas, "two numbers in [0, 1)")
     if "alpha" in opt:
-        _number(cfg, "optimizer.alpha", low=0, low_open=False, high=1, high_open=False,
-                allowed="a number in [0, 1]")
+        _number(cfg, "optimizer.alpha", low=0, low_open=False, high=1, high_open=False, allowed="a number in [0, 1]")
     if "eps" in opt:
         _number(cfg, "optimizer.eps", low=0, allowed="a finite number > 0")
     if "lr_decay" in opt:
         _number(cfg, "optimizer.lr_decay", low=0, low_open=False, allowed="a finite number >= 0")
     if "initial_accumulator_value" in opt:
-        _number(cfg, "optimizer.initial_accumulator_value", low=0, low_open=False,
-                allowed="a finite number >= 0")
+        _number(cfg, "optimizer.initial_accumulator_value", low=0, low_open=False, allowed="a finite number >= 0")
 
 
 def _validate_data(data: DictConfig) -> None:
@@ -278,8 +293,9 @@ def _validate_data(data: DictConfig) -> None:
         if data.n_features < 1:
             raise ConfigError("data.n_features", data.n_features, "an integer >= 1")
         if data.weights is not None and len(data.weights) != data.n_features:
-            raise ConfigError("data.weights", data.weights,
-                              f"null or a list of data.n_features={data.n_features} numbers")
+            raise ConfigError(
+                "data.weights", data.weights, f"null or a list of data.n_features={data.n_features} numbers"
+            )
         if data.noise < 0 or not math.isfinite(data.noise):
             raise ConfigError("data.noise", data.noise, "a finite number >= 0")
     elif data.name == "line" and len(data.x) < 1:

@@ -92,8 +92,12 @@ def _csv(data: DictConfig, launch_dir: Path) -> Dataset:
         bad = column.isna() & frame[name].notna()
         if bad.any():
             row = int(bad.idxmax()) + 2  # 1-based, after the header line
-            raise ConfigError("data.path", data.path, allowed,
-                              f"column '{name}' is not numeric ({frame[name][bad.idxmax()]!r} on line {row})")
+            raise ConfigError(
+                "data.path",
+                data.path,
+                allowed,
+                f"column '{name}' is not numeric ({frame[name][bad.idxmax()]!r} on line {row})",
+            )
         if column.isna().any():
             row = int(column.isna().idxmax()) + 2
             raise ConfigError("data.path", data.path, allowed, f"column '{name}' has a missing/NaN value on line {row}")
@@ -122,6 +126,9 @@ def predict_points(predict_at: ListConfig | list, n_features: int) -> list[list[
         items = [items]
     points = [[float(v) for v in point] for point in items]
     if any(len(p) != n_features for p in points):
-        raise ConfigError("predict_at", [list(p) for p in points],
-                          f"points of {n_features} value(s) each, one per feature of the data")
+        raise ConfigError(
+            "predict_at",
+            [list(p) for p in points],
+            f"points of {n_features} value(s) each, one per feature of the data",
+        )
     return points

@@ -87,9 +87,16 @@ def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches
     device_for(cfg.accelerator.value)  # a clear error for accelerator=gpu on a CPU machine
     module = LinearRegression(linear, _make_optimizer(cfg), cfg.loss_reduction.value, history)
     trainer = pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator.value, devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, precision="64-true" if cfg.dtype.value == "float64" else "32-true",
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator.value,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        precision="64-true" if cfg.dtype.value == "float64" else "32-true",
     )
     loader = _TensorBatches(batches, torch.from_numpy(data.X), torch.from_numpy(data.Y))
     with warnings.catch_warnings():

@@ -37,8 +37,14 @@ class History:
     yet flushed, so a tracker can stream the curves in chunks instead of one write per epoch.
     """
 
-    def __init__(self, names: list[str], initial: list[float], diverge_above: float,
-                 on_flush: Callable[[int], None] | None = None, flush_seconds: float = 1.0):
+    def __init__(
+        self,
+        names: list[str],
+        initial: list[float],
+        diverge_above: float,
+        on_flush: Callable[[int], None] | None = None,
+        flush_seconds: float = 1.0,
+    ):
         self.param_names = names
         self.params: list[list[float]] = [list(initial)]
         self.loss: list[float] = []

@@ -12,8 +12,9 @@ from torch import nn
 from gdexp.history import History
 
 
-def make_linear(n_features: int, n_targets: int, bias: bool, init: str, init_std: float, seed: int,
-                dtype: str = "float32") -> nn.Linear:
+def make_linear(
+    n_features: int, n_targets: int, bias: bool, init: str, init_std: float, seed: int, dtype: str = "float32"
+) -> nn.Linear:
     """``nn.Linear`` initialised as ``init`` says: zeros (the seeds' w = 0, b = 0), PyTorch's
     default, or N(0, init_std), the random ones drawn from ``seed`` (in float32, then cast)."""
     torch.manual_seed(seed)

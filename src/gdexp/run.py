@@ -20,7 +20,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gdexp.analysis import pred_names, predictions, status, summarize
-from gdexp.config import CONF_DIR, ConfigError, config_hash, flatten, group_options, register_configs, resolved, validate
+from gdexp.config import (
+    CONF_DIR,
+    ConfigError,
+    config_hash,
+    flatten,
+    group_options,
+    register_configs,
+    resolved,
+    validate,
+)
 from gdexp.data import Dataset, load_data, predict_points
 from gdexp.history import History, RunInterrupted, param_names
 from gdexp.tracking import SweepAborted, Tracker, TrackingError, read_sweep, resolve_uri, run_name, source_tags
@@ -32,6 +41,7 @@ register_configs()
 def interrupts_stop(history: History) -> Iterator[None]:
     """SIGINT and SIGTERM stop the run at the next batch boundary (a second one at once), so the
     history so far is recorded and a write to the tracker is never cut in half."""
+
     def handler(signum: int, frame: Any) -> None:
         if history.interrupt is not None:
             raise RunInterrupted(signum)
@@ -129,8 +139,15 @@ def write_history_csv(path: Path, history: History, pred_columns: list[str], pre
             out.writerow([step, loss, *map(repr, params), *map(repr, preds[step])])
 
 
-def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_dir: Path,
-            sweep: dict[str, Any] | None = None, quiet: bool = False) -> Outcome:
+def run_job(
+    cfg: DictConfig,
+    *,
+    overrides: list[str],
+    output_dir: Path,
+    launch_dir: Path,
+    sweep: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> Outcome:
     """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``."""
     data, points = prepare(cfg, launch_dir)
     data = data.as_dtype(cfg.dtype.value)
@@ -143,8 +160,7 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
     from gdexp.model import make_linear, param_row
 
     bias = cfg.bias
-    linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed,
-                         cfg.dtype.value)
+    linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed, cfg.dtype.value)
     names = param_names(data.n_features, data.n_targets, bias)
     run_id = None
     if tracker is not None:
@@ -163,8 +179,13 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
     def flush(first_step: int) -> None:
         tracker.log_metrics(run_id, history.metrics(first_step))
 
-    history = History(names, param_row(linear), cfg.diverge_above,
-                      on_flush=flush if tracker else None, flush_seconds=cfg.tracking.flush_seconds)
+    history = History(
+        names,
+        param_row(linear),
+        cfg.diverge_above,
+        on_flush=flush if tracker else None,
+        flush_seconds=cfg.tracking.flush_seconds,
+    )
     end_status = "FAILED"
     try:
         with interrupts_stop(history):
@@ -193,8 +214,15 @@ def run_job(cfg: DictConfig, *, overrides: list[str], output_dir: Path, launch_d
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             tracker.log_artifact(run_id, output_dir / "history.csv")
             tracker.end_run(run_id, end_status)
-    outcome = Outcome(run_id, history, summary, run_status, dict(zip(pred_cols, all_preds[0])),
-                      dict(zip(pred_cols, all_preds[-1])), points)
+    outcome = Outcome(
+        run_id,
+        history,
+        summary,
+        run_status,
+        dict(zip(pred_cols, all_preds[0])),
+        dict(zip(pred_cols, all_preds[-1])),
+        points,
+    )
     if not quiet:
         print_summary(cfg, outcome, overrides, tracker)
     return outcome
@@ -209,10 +237,14 @@ def print_summary(cfg: DictConfig, outcome: Outcome, overrides: list[str], track
     h = outcome.history
     first = f"{h.loss[0]:.6g}" if h.loss else "-"
     params = ", ".join(f"{n} = {v:.4f}" for n, v in zip(h.param_names, h.params[-1]))
-    print(f"gdexp [{run_name(overrides)}] {cfg.engine.value} · optimizer={cfg.optimizer.name} lr={cfg.lr:g} · "
-          f"{h.epochs}/{cfg.epochs} epochs · {outcome.status}")
-    print(f"  loss {first} -> {h.loss[-1] if h.loss else float('nan'):.6g} (final {outcome.summary['final_loss']:.6g})"
-          f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}")
+    print(
+        f"gdexp [{run_name(overrides)}] {cfg.engine.value} · optimizer={cfg.optimizer.name} lr={cfg.lr:g} · "
+        f"{h.epochs}/{cfg.epochs} epochs · {outcome.status}"
+    )
+    print(
+        f"  loss {first} -> {h.loss[-1] if h.loss else float('nan'):.6g} (final {outcome.summary['final_loss']:.6g})"
+        f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}"
+    )
     if tracker is not None:
         print(f"  MLflow run {outcome.run_id} · experiment {tracker.experiment} · {tracker.uri}")
     per_point = len(outcome.pred_after) // len(outcome.points)
@@ -220,7 +252,8 @@ def print_summary(cfg: DictConfig, outcome: Outcome, overrides: list[str], track
         values = list(preds.values())
         shown = "; ".join(
             f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in values[i * per_point : (i + 1) * per_point])
-            for i, p in enumerate(outcome.points))
+            for i, p in enumerate(outcome.points)
+        )
         print(f"Prediction {label} training: {shown}")
 
 
@@ -253,9 +286,16 @@ def _job(cfg: DictConfig) -> Outcome:
     hc = HydraConfig.get()
     sweep = None
     if hc.mode == RunMode.MULTIRUN:
-        sweep = read_sweep(OmegaConf.create({"hydra": {"sweep": {"dir": hc.sweep.dir}, "runtime": {"cwd": hc.runtime.cwd}}}))
-    return run_job(cfg, overrides=list(hc.overrides.task), output_dir=Path(hc.runtime.output_dir),
-                   launch_dir=Path(hc.runtime.cwd), sweep=sweep)
+        sweep = read_sweep(
+            OmegaConf.create({"hydra": {"sweep": {"dir": hc.sweep.dir}, "runtime": {"cwd": hc.runtime.cwd}}})
+        )
+    return run_job(
+        cfg,
+        overrides=list(hc.overrides.task),
+        output_dir=Path(hc.runtime.output_dir),
+        launch_dir=Path(hc.runtime.cwd),
+        sweep=sweep,
+    )
 
 
 def one_line(err: BaseException) -> str:
@@ -326,8 +366,13 @@ def main() -> None:
         _hydra_main()
         if _JOB_ERRORS:
             overrides, first = _JOB_ERRORS[0]
-            raise first if len(_JOB_ERRORS) == 1 else RuntimeError(
-                f"{len(_JOB_ERRORS)} jobs failed; the first, [{run_name(overrides)}]: {one_line(first)}")
+            raise (
+                first
+                if len(_JOB_ERRORS) == 1
+                else RuntimeError(
+                    f"{len(_JOB_ERRORS)} jobs failed; the first, [{run_name(overrides)}]: {one_line(first)}"
+                )
+            )
     except RunInterrupted as err:
         print(f"gdexp: interrupted by {err}; the run so far is recorded as KILLED", file=sys.stderr)
         Tracker.close_all()

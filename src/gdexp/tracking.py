@@ -46,7 +46,7 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     relative SQLite path is made absolute so that jobs never split the store."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = uri[len("sqlite:///"):]
+        path = uri[len("sqlite:///") :]
         if path and path != ":memory:":
             uri = f"sqlite:///{(launch_dir / path).resolve()}"
     return uri
@@ -62,13 +62,16 @@ def _check_reachable(uri: str) -> None:
                 reply.read()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise TrackingError(f"tracking.uri={uri}: cannot reach the tracking server ({reason}); "
-                                f"allowed: {TRACKING_ALLOWED}") from None
+            raise TrackingError(
+                f"tracking.uri={uri}: cannot reach the tracking server ({reason}); allowed: {TRACKING_ALLOWED}"
+            ) from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"tracking.uri={uri}: the folder {folder} does not exist or is not "
-                                f"writable; allowed: {TRACKING_ALLOWED}")
+            raise TrackingError(
+                f"tracking.uri={uri}: the folder {folder} does not exist or is not "
+                f"writable; allowed: {TRACKING_ALLOWED}"
+            )
 
 
 def _connect(uri: str, experiment: str, attempts: int = 5):
@@ -98,7 +101,7 @@ def _open_store(uri: str, experiment: str):
             return client, found.experiment_id
         location = None
         if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
         try:
             return client, client.create_experiment(experiment, artifact_location=location)
         except MlflowException:  # created meanwhile by a parallel job
@@ -108,8 +111,7 @@ def _open_store(uri: str, experiment: str):
         raise TrackingError(f"tracking.uri={uri}: {first}; allowed: {TRACKING_ALLOWED}") from None
     except Exception as err:  # a driver error, a refused connection, a bad scheme
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"tracking.uri={uri}: {type(err).__name__}: {first}; "
-                            f"allowed: {TRACKING_ALLOWED}") from None
+        raise TrackingError(f"tracking.uri={uri}: {type(err).__name__}: {first}; allowed: {TRACKING_ALLOWED}") from None
 
 
 def _writer(conn, uri: str, experiment: str) -> None:
@@ -207,8 +209,9 @@ class Tracker:
         """Wait until the store is open; its experiment id, or a :class:`TrackingError`."""
         if self._ready is None:
             if not self._conn.poll(timeout):
-                raise TrackingError(f"tracking.uri={self.uri}: no answer from the store in {timeout:.0f} s; "
-                                    f"allowed: {TRACKING_ALLOWED}")
+                raise TrackingError(
+                    f"tracking.uri={self.uri}: no answer from the store in {timeout:.0f} s; allowed: {TRACKING_ALLOWED}"
+                )
             try:
                 kind, value = self._conn.recv()
             except EOFError:
@@ -276,8 +279,9 @@ def git_commit() -> str | None:
     """The commit of the gdexp checkout the code runs from, when it is one."""
     if not _GIT_COMMIT:
         try:
-            out = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "HEAD"],
-                                 capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["git", "-C", str(PACKAGE_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
             _GIT_COMMIT.append(out.stdout.strip() if out.returncode == 0 else None)
         except (OSError, subprocess.SubprocessError):
             _GIT_COMMIT.append(None)
@@ -351,8 +355,13 @@ class SweepCallback(Callback):
                 uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
                 self.tracker = Tracker.get(uri, config.tracking.experiment)
                 name = "sweep " + (" ".join(sweep_params + overrides) or "default")
-                tags = {**source_tags(), "gdexp.role": "sweep", "gdexp.overrides": " ".join(sweep_params + overrides),
-                        "gdexp.sweep_dir": str(folder), "gdexp.jobs": str(jobs)}
+                tags = {
+                    **source_tags(),
+                    "gdexp.role": "sweep",
+                    "gdexp.overrides": " ".join(sweep_params + overrides),
+                    "gdexp.sweep_dir": str(folder),
+                    "gdexp.jobs": str(jobs),
+                }
                 self.parent = self.tracker.start_run(name, tags, {})
                 record.update(parent_run_id=self.parent, tracking_uri=uri, experiment=config.tracking.experiment)
             (folder / SWEEP_FILE).write_text(json.dumps(record, indent=2))

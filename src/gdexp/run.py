@@ -377,23 +377,20 @@ def main() -> None:
         print(f"gdexp: interrupted by {err}; the run so far is recorded as KILLED", file=sys.stderr)
         Tracker.close_all()
         sys.exit(128 + err.signum)
-    except Exception as err:
+    except (Exception, SweepAborted) as err:  # SweepAborted: a BaseException, see tracking.py
         if user_wants_trace:
             raise
         print(f"gdexp: error: {one_line(err)}", file=sys.stderr)
         Tracker.close_all()
-        sys.exit(2 if isinstance(err, (ConfigError, SweepAborted)) or _is_config_error(err) else 1)
-    except SweepAborted as err:
-        print(f"gdexp: error: {one_line(err)}", file=sys.stderr)
-        Tracker.close_all()
-        sys.exit(2)
+        sys.exit(2 if _is_config_error(err) else 1)
 
 
 def _is_config_error(err: BaseException) -> bool:
+    """Bad input (exit 2), as opposed to a failure while running (exit 1)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(err, (HydraException, OmegaConfBaseException, TrackingError))
+    return isinstance(err, (ConfigError, SweepAborted, HydraException, OmegaConfBaseException, TrackingError))
 
 
 if __name__ == "__main__":

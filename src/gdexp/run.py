@@ -213,6 +213,7 @@ def run_job(
             tracker.set_tags(run_id, {"gdexp.status": run_status})
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             tracker.log_artifact(run_id, output_dir / "history.csv")
+            tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", run_name(overrides))
             tracker.end_run(run_id, end_status)
     outcome = Outcome(
         run_id,

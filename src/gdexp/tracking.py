@@ -127,6 +127,8 @@ def _writer(conn, uri: str, experiment: str) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     conn.send(("ready", experiment_id))
+    from gdexp.plots import save_loss_curve  # while the main process is still importing torch
+
     open_runs: set[str] = set()
     failure: str | None = None  # an asynchronous write that failed, reported at the next reply
     while True:
@@ -156,6 +158,9 @@ def _writer(conn, uri: str, experiment: str) -> None:
             elif op == "artifact":
                 run_id, path, artifact_path = args
                 client.log_artifact(run_id, path, artifact_path)
+            elif op == "loss_curve":
+                run_id, loss, path, title = args
+                client.log_artifact(run_id, str(save_loss_curve(loss, Path(path), title)))
             elif op == "end":
                 run_id, status = args
                 client.set_terminated(run_id, status)
@@ -249,6 +254,10 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._conn.send(("artifact", run_id, str(path), artifact_path))
 
+    def log_loss_curve(self, run_id: str, loss: list[float], path: Path, title: str) -> None:
+        """Have the writer draw the run's loss curve into ``path`` and log it."""
+        self._conn.send(("loss_curve", run_id, loss, str(path), title))
+
     def end_run(self, run_id: str, status: str) -> None:
         """End the run once every queued write is in the store."""
         self._call("end", run_id, status)
@@ -268,6 +277,13 @@ class Tracker:
     def close_all(cls) -> None:
         for tracker in list(cls._open.values()):
             tracker.close()
+
+
+def log_file(uri: str, run_id: str, path: Path) -> None:
+    """Log one file on an existing run, outside any job (the sweep report on its parent run)."""
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).log_artifact(run_id, str(path))
 
 
 # --------------------------------------------------------------------------- run metadata

@@ -1,0 +1,119 @@
+"""One self-contained HTML page per sweep: the command and config, the table, the pivot, the plots
+(embedded as data URIs). Written to a file and logged as ``report.html`` on the sweep's parent run,
+so it opens from the MLflow UI."""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from gdexp import compare, plots
+from gdexp.tracking import log_file, resolve_uri
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table.gdexp-table { border-collapse: collapse; font-size: 0.85em; }
+table.gdexp-table th, table.gdexp-table td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
+table.gdexp-table th { background: #f4f4f4; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _parent(experiment: str, sweep: str, uri: str | None) -> pd.Series | None:
+    if sweep == "all":
+        return None
+    parents = compare.sweeps(experiment, uri)
+    if sweep == "latest":
+        return parents.iloc[0] if len(parents) else None
+    match = parents[parents["run_id"] == sweep]
+    return match.iloc[0] if len(match) else None
+
+
+def _swept(parent: pd.Series | None) -> list[str]:
+    """The params a sweep's command swept (``optimizer=sgd,adam`` sweeps ``optimizer.name``)."""
+    if parent is None:
+        return []
+    keys = []
+    for override in str(parent.get("tags.gdexp.overrides", "")).split():
+        key, _, value = override.lstrip("+~").partition("=")
+        if "," in value or value.startswith(("range(", "choice(", "glob(")):
+            keys.append(f"{key}.name" if key in ("optimizer", "data") else key)
+    return keys
+
+
+def build(
+    experiment: str = "gdexp",
+    sweep: str = "latest",
+    filter: str | None = None,
+    uri: str | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Write the report of a sweep and log it on the sweep's parent run; the file's path."""
+    runs = compare.select_runs(experiment, sweep, filter, uri)
+    parent = _parent(experiment, sweep, uri)
+    varying = compare.varying_params(runs)
+    axes = [k for k in _swept(parent) if k in varying] or varying
+    table = compare.runs_table(runs).sort_values("final_loss", na_position="last")
+    history = compare.histories(runs, uri)
+
+    title = parent["run_name"] if parent is not None else f"{len(runs)} runs of experiment {experiment}"
+    command = "python -m gdexp.run -m " + parent.get("tags.gdexp.overrides", "") if parent is not None else "-"
+    config = compare._artifact_path(runs.iloc[0]["run_id"], runs.iloc[0]["artifact_uri"], "config.yaml", uri)
+    sections = [
+        f"<h1>gdexp sweep report: {escape(title)}</h1>",
+        f'<p class="note">experiment {escape(experiment)} · {len(runs)} runs · '
+        f"{(runs['tags.gdexp.status'] == 'diverged').sum()} diverged · made {datetime.now():%Y-%m-%d %H:%M}"
+        + (f" · parent run {escape(parent['run_id'])}" if parent is not None else "")
+        + "</p>",
+        "<h2>Command</h2>",
+        f"<pre>{escape(command)}</pre>",
+        f"<h2>Configuration</h2><p class='note'>of the first run; the sweep varies: "
+        f"{escape(', '.join(varying) or 'nothing')}</p><pre>{escape(config.read_text())}</pre>",
+        "<h2>Runs, best final loss first</h2>",
+        compare.render(table, "html"),
+    ]
+    by = axes[0] if axes else None
+    if len(axes) >= 2:
+        grid = compare.pivot(runs, axes[0], axes[1], "final_loss").reset_index()
+        grid.columns = [str(c) for c in grid.columns]
+        sections += [
+            f"<h2>final_loss: {escape(axes[0])} x {escape(axes[1])} (mean over the other axes)</h2>",
+            compare.render(grid, "html"),
+            f'<img alt="heatmap" src="{_png(plots.heatmap(runs, axes[0], axes[1]))}">',
+        ]
+    sections += ["<h2>Loss curves</h2>", f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by))}">']
+    best = table.index[0]
+    sections += [
+        f"<h2>Parameters of the best run ({escape(table.loc[best, 'run'])})</h2>",
+        f'<img alt="parameters" src="{_png(plots.weights(runs, history, best))}">',
+    ]
+
+    page = (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+    name = f"report-{parent['run_id'][:8]}.html" if parent is not None else "report-all.html"
+    path = out or Path(name)
+    path.write_text(page)
+    if parent is not None:
+        staged = path.parent / "report.html"
+        if path.name != "report.html":
+            staged = Path(path.parent / f".{path.stem}") / "report.html"
+            staged.parent.mkdir(exist_ok=True)
+            staged.write_text(page)
+        log_file(resolve_uri(uri, Path.cwd()), parent["run_id"], staged)
+    return path

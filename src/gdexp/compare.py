@@ -100,15 +100,14 @@ def select_runs(
     client = _client(uri)
     exp = _experiment(client, experiment)
     clauses = [filter] if filter else []
-    if sweep in ("latest", "all") or not sweep:
-        if sweep == "latest":
-            parents = sweeps(experiment, uri)
-            if parents.empty:
-                raise SelectionError(
-                    f"--sweep=latest: experiment {experiment} has no sweep yet; "
-                    "allowed: all, or run one with `python -m gdexp.run -m ...`"
-                )
-            sweep = parents.loc[0, "run_id"]
+    if sweep == "latest":
+        parents = sweeps(experiment, uri)
+        if parents.empty:
+            raise SelectionError(
+                f"--sweep=latest: experiment {experiment} has no sweep yet; "
+                "allowed: all, or run one with `python -m gdexp.run -m ...`"
+            )
+        sweep = parents.loc[0, "run_id"]
     if sweep != "all":
         clauses.append(f"tags.`mlflow.parentRunId` = '{sweep}'")
     runs = _search(client, exp, " and ".join(clauses))
@@ -345,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 Path(args.out).write_text(text if text.endswith("\n") else text + "\n")
                 print(f"wrote {args.out}")
             else:
-                print(text)
+                print(text, end="" if text.endswith("\n") else "\n")
         elif args.command == "sweeps":
             found = sweeps(args.experiment, args.tracking_uri)
             if found.empty:
@@ -378,4 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the module's importable twin, so that its classes are the ones other modules see.
+    from gdexp.compare import main as _main
+
+    _main()

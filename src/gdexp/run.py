@@ -213,8 +213,9 @@ def run_job(
             tracker.set_tags(run_id, {"gdexp.status": run_status})
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             tracker.log_artifact(run_id, output_dir / "history.csv")
-            tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", run_name(overrides))
             tracker.end_run(run_id, end_status)
+            # Drawn by the writer after the run's end is acknowledged: off this job's critical path.
+            tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", run_name(overrides))
     outcome = Outcome(
         run_id,
         history,
@@ -395,4 +396,7 @@ def _is_config_error(err: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the module's importable twin, so that its classes are the ones other modules see.
+    from gdexp.run import main as _main
+
+    _main()

@@ -1,0 +1,240 @@
+"""gdexp.compare on real sweeps run by the harness, checked against MLflow's own client."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import gdexp
+from mlflow import MlflowClient
+
+from gdexp import compare, plots, report
+
+pytestmark = pytest.mark.slow  # the module's sweeps are real subprocesses
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two real sweeps in one store: lr x optimizer (one run diverges), then seeds x optimizer."""
+    import os
+
+    folder = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    env.pop("HYDRA_FULL_ERROR", None)
+    grid = gdexp(["-m", "lr=0.01,0.05,0.2", "optimizer=sgd,adam", "epochs=60"], folder, env)
+    assert grid.returncode == 0, grid.stderr
+    first = compare.sweeps(uri=uri).loc[0, "run_id"]
+    seeds = gdexp(["-m", "seed=0,1,2", "init=normal", "optimizer=sgd,adam", "epochs=30", "bias=true"], folder, env)
+    assert seeds.returncode == 0, seeds.stderr
+    return {"folder": folder, "uri": uri, "env": env, "grid": first, "seeds": compare.sweeps(uri=uri).loc[0, "run_id"]}
+
+
+def test_table_numbers_equal_mlflow(store):
+    runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
+    table = compare.runs_table(runs)
+    client = MlflowClient(store["uri"])
+    assert len(table) == 6
+    for run_id, row in table.iterrows():
+        record = client.get_run(run_id)
+        assert row["run"] == record.info.run_name
+        assert row["status"] == record.data.tags["gdexp.status"]
+        for metric in ("final_loss", "w", "pred_5", "diverged", "dist_to_opt"):
+            assert row[metric] == record.data.metrics[metric], metric
+        assert row["lr"] == float(record.data.params["lr"])
+
+
+def test_only_varying_params_by_default(store):
+    runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
+    table = compare.runs_table(runs)
+    metrics = {"final_loss", "w", "pred_5", "diverged", "epochs_to_converge", "dist_to_opt"}
+    assert set(table.columns) - metrics == {"run", "status", "lr", "optimizer.name"}
+    wide = compare.runs_table(runs, all_columns=True)
+    assert {"epochs", "data.name", "bias", "seed", "engine"} <= set(wide.columns)
+
+
+def test_latest_sweep_is_the_newest(store):
+    latest = compare.select_runs(uri=store["uri"])
+    assert len(latest) == 6 and set(latest["tags.gdexp.sweep"]) == {store["seeds"]}
+    assert len(compare.select_runs(sweep="all", uri=store["uri"])) == 12
+    assert len(compare.select_runs(sweep="all", filter="params.lr = '0.2'", uri=store["uri"])) == 2
+
+
+def test_pivot_has_grid_shape_and_values(store):
+    runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
+    grid = compare.pivot(runs, "lr", "optimizer.name", "final_loss")
+    assert grid.shape == (3, 2)
+    assert list(grid.index) == [0.01, 0.05, 0.2] and list(grid.columns) == ["adam", "sgd"]
+    for _, run in runs.iterrows():
+        assert grid.loc[float(run["params.lr"]), run["params.optimizer.name"]] == run["metrics.final_loss"]
+    worst = compare.pivot(runs, "optimizer.name", "lr", "final_loss", agg="max")
+    assert worst.loc["sgd", 0.2] > 1e12  # the diverged run
+
+
+def test_group_by_aggregates_seeds(store):
+    runs = compare.select_runs(sweep=store["seeds"], uri=store["uri"])
+    grouped = compare.group_table(runs, ["optimizer.name"])
+    assert list(grouped["n"]) == [3, 3]
+    adam = runs[runs["params.optimizer.name"] == "adam"]["metrics.final_loss"]
+    row = grouped[grouped["optimizer.name"] == "adam"].iloc[0]
+    assert row["final_loss_mean"] == pytest.approx(adam.mean())
+    assert row["final_loss_std"] == pytest.approx(adam.std())
+
+
+def test_every_format_parses(store):
+    table = compare.sort_table(
+        compare.runs_table(compare.select_runs(sweep=store["grid"], uri=store["uri"])), "final_loss"
+    )
+    parsed = pd.read_csv(io.StringIO(compare.render(table, "csv")))
+    assert len(parsed) == 6 and parsed["final_loss"].iloc[0] == table["final_loss"].iloc[0]
+    records = json.loads(compare.render(table, "json"))
+    assert len(records) == 6 and records[0]["run"] == table["run"].iloc[0]
+    html = compare.render(table, "html")
+    assert "<table" in html and html.count('class="diverged"') == 1
+    latex = compare.render(table, "latex")
+    assert "\\begin{tabular}" in latex and "\\end{tabular}" in latex
+    md = compare.render(table, "md").splitlines()
+    assert md[0].startswith("| run | status |") and set(md[1]) <= set("|-: ") and len(md) == 8
+    assert sum("**diverged**" in line for line in md) == 1
+    text = compare.render(table, "text")
+    assert sum("diverged !" in line for line in text.splitlines()) == 1
+
+
+def test_sort_and_top(store):
+    table = compare.runs_table(compare.select_runs(sweep=store["grid"], uri=store["uri"]))
+    top = compare.sort_table(table, "final_loss", desc=True, top=2)
+    assert len(top) == 2 and top["final_loss"].iloc[0] == table["final_loss"].max()
+
+
+def test_plots_carry_one_line_per_run(store):
+    runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
+    history = compare.histories(runs, store["uri"])
+    assert len(history) == sum(int(m) + 1 for m in runs["metrics.epochs_run"])
+    fig = plots.curves(runs, history, by="optimizer.name")
+    assert len(fig.axes[0].get_lines()) == 6
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"optimizer.name=sgd", "optimizer.name=adam"}
+    assert fig.axes[0].get_yscale() == "log"
+    heat = plots.heatmap(runs, "lr", "optimizer.name")
+    assert heat.axes[0].images[0].get_array().shape == (3, 2)
+
+    bias_runs = compare.select_runs(sweep=store["seeds"], uri=store["uri"])
+    w = plots.weights(bias_runs, compare.histories(bias_runs, store["uri"]))
+    assert len(w.axes) >= 2  # parameters against epoch, and the (w, b) path over the contours
+    lines = [ln for ln in w.axes[0].get_lines() if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in w.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert len(lines) == 2 and len(dashed) == 2  # w, b and their optimum
+    assert w.axes[1].collections  # the loss contours
+
+
+def test_cli_writes_tables_and_pngs(store, tmp_path):
+    cli = [sys.executable, "-m", "gdexp.compare"]
+    out = subprocess.run(
+        [*cli, "table", "--sweep", store["grid"], "--format", "csv", "--out", str(tmp_path / "t.csv")],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 6
+    pivot = subprocess.run(
+        [*cli, "table", "--sweep", store["grid"], "--pivot", "lr", "optimizer.name", "--format", "md"],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert pivot.returncode == 0 and pivot.stdout.count("\n") == 5, pivot.stdout + pivot.stderr
+    for kind in (["--kind", "curves", "--by", "lr"], ["--kind", "heatmap", "--pivot", "lr", "optimizer.name"]):
+        res = subprocess.run(
+            [*cli, "plot", "--sweep", store["grid"], *kind, "--out", str(tmp_path / "png")],
+            env=store["env"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["curves.png", "heatmap_final_loss.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["table", "--experiment", "nope"], "--experiment=nope"),
+        (["table", "--sweep", "0123456789abcdef"], "--sweep=0123456789abcdef"),
+        (["table", "--sort", "nope"], "--sort=nope"),
+        (["table", "--pivot", "lr", "nope"], "--pivot=nope"),
+        (["table", "--filter", "params.lr >< 1"], "--filter="),
+        (["plot", "--kind", "heatmap"], "--kind=heatmap"),
+    ],
+)
+def test_bad_selector_is_one_line(store, args, key):
+    res = subprocess.run(
+        [sys.executable, "-m", "gdexp.compare", *args],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        cwd=store["folder"],
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"gdexp-compare: error: {key}") and "allowed:" in lines[0]
+
+
+def test_each_run_logs_its_loss_curve(store):
+    client = MlflowClient(store["uri"])
+    for run_id in compare.select_runs(sweep=store["grid"], uri=store["uri"])["run_id"]:
+        assert "loss_curve.png" in {a.path for a in client.list_artifacts(run_id)}
+
+
+CHROMIUM = [
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IMAGE_CHECK = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.insertAdjacentHTML('beforeend', `<p id="imgcheck">${ok}/${imgs.length}</p>`);
+});</script></body>"""
+
+
+def test_report_renders_in_chromium_and_is_an_artifact_of_the_parent(store, tmp_path):
+    from matplotlib.image import imread
+
+    path = report.build(sweep=store["grid"], uri=store["uri"], out=tmp_path / "report.html")
+    page = path.read_text()
+    assert page.count("<img") == 3 and "data:image/png;base64," in page and "<table" in page
+    assert 'src="http' not in page  # self-contained
+
+    client = MlflowClient(store["uri"])
+    assert "report.html" in {a.path for a in client.list_artifacts(store["grid"])}
+
+    probe = tmp_path / "probe.html"  # the same page with a script that counts loaded images
+    probe.write_text(page.replace("</body>", IMAGE_CHECK))
+    profile = ["--user-data-dir=" + str(tmp_path / "chrome")]
+    dom = subprocess.run(
+        [*CHROMIUM, *profile, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert '<p id="imgcheck">3/3</p>' in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*CHROMIUM, *profile, "--window-size=1200,2400", f"--screenshot={shot}", path.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = imread(shot)
+    assert pixels.shape[0] == 2400 and np.std(pixels[..., :3]) > 0.05  # not blank

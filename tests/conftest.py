@@ -77,3 +77,24 @@ def all_runs(uri: str):
     client = MlflowClient(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids, max_results=5000) if ids else []
+
+
+class Recorded:
+    """A run as MLflow holds it, read back with MlflowClient the way a user's own client would."""
+
+    def __init__(self, run_id: str):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+        self.run = self.client.get_run(run_id)
+        self.metrics = self.run.data.metrics
+        self.tags = self.run.data.tags
+
+    def curve(self, key: str) -> dict[int, float]:
+        """step -> value of one metric's full history."""
+        return {m.step: m.value for m in self.client.get_metric_history(self.run.info.run_id, key)}
+
+
+def run_recorded(overrides: list[str], tmp_path: Path) -> Recorded:
+    """Run tracked into the test's own store and read the run back from MLflow."""
+    return Recorded(run(overrides, tmp_path, tracking=True).run_id)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import run, run_recorded
 
 CASES = {  # data, bias, 2 / lambda_max of the MSE Hessian
     "line": (["data=line", "bias=false"], 2 / 15),
@@ -17,9 +17,9 @@ CASES = {  # data, bias, 2 / lambda_max of the MSE Hessian
 @pytest.mark.parametrize("case", list(CASES))
 def test_lr_max_stable_is_two_over_largest_hessian_eigenvalue(case, tmp_path):
     overrides, bound = CASES[case]
-    out = run(overrides + ["epochs=1"], tmp_path)
-    assert out.summary["lr_max_stable"] == pytest.approx(bound, abs=5e-6)
-    assert f"{out.summary['lr_max_stable']:.5f}" == {"line": "0.13333", "line_intercept": "0.11976"}[case]
+    recorded = run_recorded(overrides + ["epochs=1"], tmp_path).metrics["lr_max_stable"]
+    assert recorded == pytest.approx(bound, abs=5e-6)
+    assert f"{recorded:.5f}" == {"line": "0.13333", "line_intercept": "0.11976"}[case]
 
 
 @pytest.mark.parametrize("case", list(CASES))

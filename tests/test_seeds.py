@@ -1,11 +1,12 @@
-"""The five seed notebooks' printed tables, reproduced by the harness digit for digit.
+"""The five seed notebooks' printed tables, reproduced by the harness digit for digit and read
+back from MLflow (``loss``, ``w``, ``pred_5`` curves) as a user's own client would.
 
 The expected numbers are copied from ``shared/seeds/`` (the notebooks' own output)."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import run
+from conftest import make_config, run_recorded
 
 # seed 004: `epoch {e}: w = {w:.3f}, loss = {loss:.3f}` for 20 epochs, then f(5) = 9.612
 SEED_004 = [
@@ -73,71 +74,58 @@ SEED_000_TORCH = ["69.0000", "31.3350", "14.4032", "6.7813", "3.3407", "1.7785",
 
 @pytest.mark.parametrize("engine", ["lightning", "autograd"])
 def test_seed_004_table_reproduced(engine, tmp_path):
-    out = run([f"engine={engine}", "epochs=20"], tmp_path)
-    h = out.history
-    assert [(f"{h.params[e][0]:.3f}", f"{h.loss[e - 1]:.3f}") for e in range(1, 21)] == [
-        (f"{w:.3f}", f"{loss:.3f}") for w, loss in SEED_004
-    ]
-    assert f"{out.pred_before['pred_5']:.3f}" == "0.000"
-    assert f"{out.pred_after['pred_5']:.3f}" == "9.612"
+    rec = run_recorded([f"engine={engine}", "epochs=20"], tmp_path)
+    w, loss, pred = rec.curve("w"), rec.curve("loss"), rec.curve("pred_5")
+    table = [(f"{w[e]:.3f}", f"{loss[e]:.3f}") for e in range(1, 21)]
+    assert table == [(f"{w:.3f}", f"{loss:.3f}") for w, loss in SEED_004]
+    assert (f"{pred[0]:.3f}", f"{pred[20]:.3f}") == ("0.000", "9.612")
 
 
 @pytest.mark.parametrize("engine", ["lightning", "autograd"])
 def test_seed_003_losses_to_ten_decimals(engine, tmp_path):
-    out = run([f"engine={engine}", "epochs=100"], tmp_path)
-    assert {e: f"{out.history.loss[e - 1]:.10f}" for e in SEED_003} == SEED_003
-    assert f"{out.pred_after['pred_5']:.3f}" == "10.000"
+    rec = run_recorded([f"engine={engine}", "epochs=100"], tmp_path)
+    loss = rec.curve("loss")
+    assert {e: f"{loss[e]:.10f}" for e in SEED_003} == SEED_003
+    assert f"{rec.curve('pred_5')[100]:.3f}" == "10.000"
 
 
 def test_seed_001_numpy_table_via_sum_reduction(tmp_path):
     # The seeds' NumPy gradient np.dot(2x, err).mean() is a sum over samples (the mean of a scalar):
     # with loss_reduction=sum the harness takes the same step, 4x the MSE gradient here.
-    out = run(["engine=numpy", "loss_reduction=sum", "epochs=20"], tmp_path)
-    h = out.history
-    assert {e: (f"{h.params[e][0]:.3f}", f"{h.loss[e - 1]:.8f}") for e in SEED_001_NUMPY} == SEED_001_NUMPY
-    assert f"{out.pred_after['pred_5']:.3f}" == "10.000"
+    rec = run_recorded(["engine=numpy", "loss_reduction=sum", "epochs=20"], tmp_path)
+    w, loss = rec.curve("w"), rec.curve("loss")
+    assert {e: (f"{w[e]:.3f}", f"{loss[e]:.8f}") for e in SEED_001_NUMPY} == SEED_001_NUMPY
+    assert f"{rec.curve('pred_5')[20]:.3f}" == "10.000"
 
 
 def test_seed_001_torch_table(tmp_path):
-    out = run(["epochs=20"], tmp_path)
-    h = out.history
-    assert {e: (f"{h.params[e][0]:.3f}", f"{h.loss[e - 1]:.8f}") for e in SEED_001_TORCH} == SEED_001_TORCH
-    assert f"{out.pred_after['pred_5']:.3f}" == "9.612"
+    rec = run_recorded(["epochs=20"], tmp_path)
+    w, loss = rec.curve("w"), rec.curve("loss")
+    assert {e: (f"{w[e]:.3f}", f"{loss[e]:.8f}") for e in SEED_001_TORCH} == SEED_001_TORCH
+    assert f"{rec.curve('pred_5')[20]:.3f}" == "9.612"
 
 
 def test_seed_002_ten_epochs_numpy_and_torch(tmp_path):
-    numpy = run(["engine=numpy", "loss_reduction=sum", "epochs=10"], tmp_path)
-    torch = run(["engine=autograd", "epochs=10"], tmp_path)
-    assert f"{numpy.pred_after['pred_5']:.3f}" == "9.999"
-    assert f"{torch.pred_after['pred_5']:.3f}" == "8.031"
+    numpy = run_recorded(["engine=numpy", "loss_reduction=sum", "epochs=10"], tmp_path)
+    torch = run_recorded(["engine=autograd", "epochs=10"], tmp_path)
+    assert f"{numpy.curve('pred_5')[10]:.3f}" == "9.999"
+    assert f"{torch.curve('pred_5')[10]:.3f}" == "8.031"
     # seed 002 prints 0-based epochs: its "epoch 2" is the harness's epoch 3
-    assert [f"{numpy.history.params[e][0]:.3f}" for e in (1, 3, 5, 7, 9)] == [
-        "1.200",
-        "1.872",
-        "1.980",
-        "1.997",
-        "1.999",
-    ]
-    assert [f"{torch.history.params[e][0]:.3f}" for e in (1, 3, 5, 7, 9)] == [
-        "0.300",
-        "0.772",
-        "1.113",
-        "1.359",
-        "1.537",
-    ]
+    odd = (1, 3, 5, 7, 9)
+    assert [f"{numpy.curve('w')[e]:.3f}" for e in odd] == ["1.200", "1.872", "1.980", "1.997", "1.999"]
+    assert [f"{torch.curve('w')[e]:.3f}" for e in odd] == ["0.300", "0.772", "1.113", "1.359", "1.537"]
 
 
 @pytest.mark.parametrize("engine", ["lightning", "autograd"])
 def test_seed_000_torch_losses_with_bias(engine, tmp_path):
-    out = run([f"engine={engine}", "data=line_intercept", "bias=true", "lr=0.1", "epochs=100"], tmp_path)
-    assert [f"{loss:.4f}" for loss in out.history.loss[:7]] == SEED_000_TORCH
-    w, b = out.history.params[1]  # after epoch 1; the seed prints epoch 2's predictions w x + b
+    rec = run_recorded([f"engine={engine}", "data=line_intercept", "bias=true", "lr=0.1", "epochs=100"], tmp_path)
+    loss = rec.curve("loss")
+    assert [f"{loss[e]:.4f}" for e in range(1, 8)] == SEED_000_TORCH
+    w, b = rec.curve("w")[1], rec.curve("b")[1]  # after epoch 1; the seed prints epoch 2's predictions
     assert [f"{w * x + b:.4f}" for x in (1, 2, 3, 4)] == ["6.1000", "10.6000", "15.1000", "19.6000"]
 
 
 def test_seed_experiments_compose_to_the_seed_settings(tmp_path):
-    from conftest import make_config
-
     cfg = make_config(["+experiment=seed_001"])
     assert (cfg.engine.value, cfg.loss_reduction.value, cfg.epochs, cfg.lr) == ("numpy", "sum", 20, 0.01)
     cfg = make_config(["+experiment=seed_000"])

@@ -32,7 +32,16 @@ from gdexp.config import (
 )
 from gdexp.data import Dataset, load_data, predict_points
 from gdexp.history import History, RunInterrupted, param_names
-from gdexp.tracking import SweepAborted, Tracker, TrackingError, read_sweep, resolve_uri, run_name, source_tags
+from gdexp.tracking import (
+    SweepAborted,
+    Tracker,
+    TrackingError,
+    read_sweep,
+    resolve_uri,
+    run_name,
+    source_tags,
+    sweep_dir,
+)
 
 register_configs()
 
@@ -266,7 +275,7 @@ _JOB_ERRORS: list[tuple[list[str], BaseException]] = []
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> Outcome | None:
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     # A job's error is kept for main() to report in one line: raised here, Hydra would print its
     # own message first (and, in a multirun, the other jobs must go on anyway).
     try:
@@ -281,23 +290,21 @@ def _hydra_main(cfg: DictConfig) -> Outcome | None:
         return None
 
 
-def _job(cfg: DictConfig) -> Outcome:
+def _job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    sweep = None
-    if hc.mode == RunMode.MULTIRUN:
-        sweep = read_sweep(
-            OmegaConf.create({"hydra": {"sweep": {"dir": hc.sweep.dir}, "runtime": {"cwd": hc.runtime.cwd}}})
-        )
-    return run_job(
+    sweep = read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if hc.mode == RunMode.MULTIRUN else None
+    outcome = run_job(
         cfg,
         overrides=list(hc.overrides.task),
         output_dir=Path(hc.runtime.output_dir),
         launch_dir=Path(hc.runtime.cwd),
         sweep=sweep,
     )
+    # What goes back to the launcher must pickle (joblib, submitit): plain values only.
+    return {"run_id": outcome.run_id, "status": outcome.status, **outcome.summary}
 
 
 def one_line(err: BaseException) -> str:

@@ -17,13 +17,15 @@ import atexit
 import getpass
 import json
 import logging
-import multiprocessing
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,18 @@ def _open_store(uri: str, experiment: str):
         raise TrackingError(f"tracking.uri={uri}: {type(err).__name__}: {first}; allowed: {TRACKING_ALLOWED}") from None
 
 
+def _retrying(call, *args, attempts: int = 12, **kwargs):
+    """``call`` with backoff while SQLite reports the store locked by another writer (parallel
+    jobs): 0.05 s doubling to 2 s, about 15 s in all, before the error is let through."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if "locked" not in str(err).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+
+
 def _writer(conn, uri: str, experiment: str) -> None:
     # The main process decides when runs end; a Ctrl-C or SIGTERM to the process group must not
     # cut a write in half. When the main process is gone, recv() raises EOFError.
@@ -139,31 +153,31 @@ def _writer(conn, uri: str, experiment: str) -> None:
         try:
             if op == "start":
                 name, tags, params = args
-                run = client.create_run(experiment_id, run_name=name, tags=tags)
+                run = _retrying(client.create_run, experiment_id, run_name=name, tags=tags)
                 run_id = run.info.run_id
                 open_runs.add(run_id)
                 items = [Param(k, v) for k, v in params.items()]
                 for i in range(0, len(items), 100):
-                    client.log_batch(run_id, params=items[i : i + 100])
+                    _retrying(client.log_batch, run_id, params=items[i : i + 100])
                 conn.send(("ok", run_id, failure))
             elif op == "metrics":
                 run_id, rows = args
                 now = int(time.time() * 1000)
                 metrics = [Metric(k, v, now, s) for k, v, s in rows]
                 for i in range(0, len(metrics), BATCH):
-                    client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+                    _retrying(client.log_batch, run_id, metrics=metrics[i : i + BATCH])
             elif op == "tags":
                 run_id, tags = args
-                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                _retrying(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             elif op == "artifact":
                 run_id, path, artifact_path = args
-                client.log_artifact(run_id, path, artifact_path)
+                _retrying(client.log_artifact, run_id, path, artifact_path)
             elif op == "loss_curve":
                 run_id, loss, path, title = args
-                client.log_artifact(run_id, str(save_loss_curve(loss, Path(path), title)))
+                _retrying(client.log_artifact, run_id, str(save_loss_curve(loss, Path(path), title)))
             elif op == "end":
                 run_id, status = args
-                client.set_terminated(run_id, status)
+                _retrying(client.set_terminated, run_id, status)
                 open_runs.discard(run_id)
                 conn.send(("ok", None, failure))
                 failure = None
@@ -176,7 +190,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 failure = None
     for run_id in open_runs:
         try:
-            client.set_terminated(run_id, "FAILED")
+            _retrying(client.set_terminated, run_id, "FAILED")
         except Exception:
             pass
 
@@ -189,15 +203,18 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_writer, args=(child, uri, experiment), name="gdexp-writer")
-        self._process.start()
-        child.close()
+        # A plain subprocess on a socket pair, not multiprocessing: it works the same from a
+        # launcher's worker processes (loky, submitit), whatever start method they use.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gdexp.tracking", str(theirs.fileno()), uri, experiment],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
         self._ready: str | None = None
         if not Tracker._atexit_registered:
-            # After the writer started, so that this runs before multiprocessing's own exit hook,
-            # which would otherwise wait forever for a writer nobody told to close.
             atexit.register(Tracker.close_all)
             Tracker._atexit_registered = True
 
@@ -206,7 +223,7 @@ class Tracker:
         """The process's tracker for ``uri`` and ``experiment``, its writer started if need be."""
         key = (uri, experiment)
         tracker = cls._open.get(key)
-        if tracker is None or not tracker._process.is_alive():
+        if tracker is None or tracker._process.poll() is not None:
             tracker = cls._open[key] = cls(uri, experiment)
         return tracker
 
@@ -268,8 +285,9 @@ class Tracker:
             self._conn.send(("close",))
         except (OSError, BrokenPipeError):
             pass
-        self._process.join(timeout)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
             self._process.terminate()
         self._open.pop((self.uri, self.experiment), None)
 
@@ -339,14 +357,15 @@ class SweepAborted(BaseException):
         self.error = error
 
 
-def sweep_dir(config: DictConfig) -> Path:
-    path = Path(config.hydra.sweep.dir)
-    return path if path.is_absolute() else Path(config.hydra.runtime.cwd) / path
+def sweep_dir(folder: str, launch_dir: str) -> Path:
+    """A sweep's directory, absolute: jobs may run elsewhere than the launch directory."""
+    path = Path(folder)
+    return path if path.is_absolute() else Path(launch_dir) / path
 
 
-def read_sweep(config: DictConfig) -> dict[str, Any] | None:
-    """The sweep record a multirun job belongs to, if any."""
-    path = sweep_dir(config) / SWEEP_FILE
+def read_sweep(folder: Path) -> dict[str, Any] | None:
+    """The record of the sweep whose directory is ``folder``, if it has one."""
+    path = folder / SWEEP_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -354,7 +373,8 @@ class SweepCallback(Callback):
     """Checks every sweep value before any job trains, and opens the sweep's parent run."""
 
     def __init__(self) -> None:
-        self.tracker: Tracker | None = None
+        # Launchers pickle Hydra's context, callbacks included: keep no process handles here.
+        self.store: tuple[str, str] | None = None
         self.parent: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -364,12 +384,13 @@ class SweepCallback(Callback):
             overrides = list(config.hydra.overrides.task)
             sweep_params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
             jobs = preflight(config, sweep_params + overrides)
-            folder = sweep_dir(config)
+            folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             folder.mkdir(parents=True, exist_ok=True)
             record: dict[str, Any] = {"parent_run_id": None, "overrides": sweep_params + overrides, "jobs": jobs}
             if config.tracking.enabled:
                 uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
-                self.tracker = Tracker.get(uri, config.tracking.experiment)
+                self.store = (uri, config.tracking.experiment)
+                tracker = Tracker.get(*self.store)
                 name = "sweep " + (" ".join(sweep_params + overrides) or "default")
                 tags = {
                     **source_tags(),
@@ -378,12 +399,16 @@ class SweepCallback(Callback):
                     "gdexp.sweep_dir": str(folder),
                     "gdexp.jobs": str(jobs),
                 }
-                self.parent = self.tracker.start_run(name, tags, {})
+                self.parent = tracker.start_run(name, tags, {})
                 record.update(parent_run_id=self.parent, tracking_uri=uri, experiment=config.tracking.experiment)
             (folder / SWEEP_FILE).write_text(json.dumps(record, indent=2))
         except (ConfigError, TrackingError) as err:
             raise SweepAborted(err) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker is not None and self.parent is not None:
-            self.tracker.end_run(self.parent, "FINISHED")
+        if self.store is not None and self.parent is not None:
+            Tracker.get(*self.store).end_run(self.parent, "FINISHED")
+
+
+if __name__ == "__main__":  # the writer process: python -m gdexp.tracking FD URI EXPERIMENT
+    _writer(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3])

@@ -1,0 +1,50 @@
+"""Parallel and cluster sweeps: jobs in other processes nest under the sweep's one parent run."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import all_runs, gdexp
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+GRID = ["lr=0.01,0.05,0.1", "optimizer=sgd,adam", "bias=true,false", "epochs=200"]  # 12 jobs
+
+
+def assert_complete_sweep(uri: str, jobs: int, epochs: int = 200) -> None:
+    """One FINISHED parent and ``jobs`` FINISHED children, each with its whole record."""
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == jobs and len(runs) == jobs + 1
+    assert parents[0].info.status == "FINISHED"
+    client = MlflowClient(uri)
+    assert len({r.info.run_name for r in children}) == jobs
+    for child in children:
+        assert child.info.status == "FINISHED", child.info.run_name
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert {"lr", "optimizer.name", "bias", "epochs"} <= set(child.data.params)
+        assert {"final_loss", "dist_to_opt", "w"} <= set(child.data.metrics)
+        assert len(client.get_metric_history(child.info.run_id, "loss")) == epochs
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"config.yaml", "history.csv"}
+
+
+def test_joblib_sweep_with_two_workers_into_sqlite(tmp_path, cli_env):
+    result = gdexp(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *GRID], tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr + result.stdout
+    assert_complete_sweep(cli_env["MLFLOW_TRACKING_URI"], 12)
+
+
+def test_submitit_local_sweep(tmp_path, cli_env):
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "lr=0.01,0.1",
+        "optimizer=sgd,adam",
+        "epochs=100",
+    ]
+    result = gdexp(args, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert_complete_sweep(cli_env["MLFLOW_TRACKING_URI"], 4, epochs=100)

@@ -30,7 +30,13 @@ from gdexp.tracking import resolve_uri
 
 SUMMARY = ["final_loss", "diverged", "epochs_to_converge", "dist_to_opt"]
 # Params that describe bookkeeping, not the computation: never "varying" columns.
-QUIET_PARAMS = {"tracking.experiment", "tracking.enabled", "tracking.flush_seconds", "optimizer.lr"}
+QUIET_PARAMS = {
+    "tracking.experiment",
+    "tracking.enabled",
+    "tracking.flush_seconds",
+    "tracking.skip_finished",
+    "optimizer.lr",
+}
 FORMATS = ["text", "csv", "md", "html", "latex", "json"]
 
 

@@ -81,6 +81,8 @@ class TrackingConfig:
     uri: str | None = None
     experiment: str = "gdexp"
     enabled: bool = True
+    # Resume: skip a job whose config hash already has a FINISHED run in the experiment.
+    skip_finished: bool = False
     # Seconds between metric flushes during a run: what a SIGKILL can lose at most.
     flush_seconds: float = 1.0
 

@@ -156,8 +156,9 @@ def run_job(
     launch_dir: Path,
     sweep: dict[str, Any] | None = None,
     quiet: bool = False,
-) -> Outcome:
-    """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``."""
+) -> Outcome | None:
+    """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``.
+    None when ``tracking.skip_finished`` finds the same configuration already FINISHED."""
     data, points = prepare(cfg, launch_dir)
     data = data.as_dtype(cfg.dtype.value)
     tracker = None
@@ -174,6 +175,11 @@ def run_job(
     run_id = None
     if tracker is not None:
         tracker.ready()  # an unreachable store stops the job here, before any training
+        if cfg.tracking.skip_finished:
+            done = tracker.finished_run(config_hash(cfg))
+            if done:
+                print(f"gdexp [{run_name(overrides)}] skipped: finished already as MLflow run {done}")
+                return None
         tags = {
             **source_tags(),
             "gdexp.overrides": " ".join(overrides),
@@ -304,6 +310,8 @@ def _job(cfg: DictConfig) -> dict[str, Any]:
         sweep=sweep,
     )
     # What goes back to the launcher must pickle (joblib, submitit): plain values only.
+    if outcome is None:
+        return {"status": "skipped"}
     return {"run_id": outcome.run_id, "status": outcome.status, **outcome.summary}
 
 

@@ -175,6 +175,15 @@ def _writer(conn, uri: str, experiment: str) -> None:
             elif op == "loss_curve":
                 run_id, loss, path, title = args
                 _retrying(client.log_artifact, run_id, str(save_loss_curve(loss, Path(path), title)))
+            elif op == "find_finished":
+                (config_hash,) = args
+                found = _retrying(
+                    client.search_runs,
+                    [experiment_id],
+                    f"tags.`gdexp.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+                    max_results=1,
+                )
+                conn.send(("ok", found[0].info.run_id if found else None, failure))
             elif op == "end":
                 run_id, status = args
                 _retrying(client.set_terminated, run_id, status)
@@ -185,7 +194,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 break
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
             failure = f"{op}: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            if op in ("start", "end"):
+            if op in ("start", "end", "find_finished"):
                 conn.send(("error", failure, None))
                 failure = None
     for run_id in open_runs:
@@ -259,6 +268,10 @@ class Tracker:
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
         """Create a RUNNING run with its tags and params; its run id."""
         return self._call("start", name, tags, params)
+
+    def finished_run(self, config_hash: str) -> str | None:
+        """The id of a FINISHED run of the experiment with this config hash, if there is one."""
+        return self._call("find_finished", config_hash)
 
     def log_metrics(self, run_id: str, rows: list[tuple[str, float, int]]) -> None:
         """Queue ``(key, value, step)`` rows; the writer logs them in batches of 1000."""

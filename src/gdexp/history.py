@@ -52,7 +52,7 @@ class History:
         self.diverge_above = diverge_above
         self._batch_sum = 0.0
         self._batches = 0
-        self._on_flush = on_flush
+        self.on_flush = on_flush
         self._flush_seconds = flush_seconds
         self._flushed = 0  # first step not yet handed to on_flush
         self._last_flush = time.monotonic()
@@ -80,14 +80,14 @@ class History:
         self._batch_sum, self._batches = 0.0, 0
         if self.interrupt is not None:
             raise RunInterrupted(self.interrupt)
-        if self._on_flush is not None and time.monotonic() - self._last_flush >= self._flush_seconds:
+        if self.on_flush is not None and time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
         return self.diverged
 
     def flush(self) -> None:
         """Hand every step recorded since the last flush to ``on_flush``."""
-        if self._on_flush is not None and self._flushed <= self.epochs:
-            self._on_flush(self._flushed)
+        if self.on_flush is not None and self._flushed <= self.epochs:
+            self.on_flush(self._flushed)
             self._flushed = self.epochs + 1
         self._last_flush = time.monotonic()
 

@@ -6,10 +6,10 @@ History) -> tracking (params, curves, summary, artifacts) -> a short printed sum
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from gdexp.config import (
 )
 from gdexp.data import Dataset, load_data, predict_points
 from gdexp.history import History, RunInterrupted, param_names
+from gdexp.record import RunRecord
 from gdexp.tracking import (
     SweepAborted,
     Tracker,
@@ -138,16 +139,6 @@ class Outcome:
     points: list[list[float]]
 
 
-def write_history_csv(path: Path, history: History, pred_columns: list[str], preds: list[list[float]]) -> None:
-    """Every epoch at full resolution: loss (blank at step 0), parameters, predictions."""
-    with path.open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["epoch", "loss", *history.param_names, *pred_columns])
-        for step, params in enumerate(history.params):
-            loss = repr(history.loss[step - 1]) if step else ""
-            out.writerow([step, loss, *map(repr, params), *map(repr, preds[step])])
-
-
 def run_job(
     cfg: DictConfig,
     *,
@@ -157,50 +148,82 @@ def run_job(
     sweep: dict[str, Any] | None = None,
     quiet: bool = False,
 ) -> Outcome | None:
-    """Train one configuration, record it in MLflow (unless disabled) and in ``output_dir``.
-    None when ``tracking.skip_finished`` finds the same configuration already FINISHED."""
+    """Train one configuration and record it in ``output_dir`` (``run.json``, ``history.csv``,
+    ``config.yaml``) and in MLflow unless tracking is off. A single run whose store cannot be
+    reached stops before training; a sweep's job trains on and keeps its record for
+    ``gdexp.sync``. None when ``tracking.skip_finished`` finds the configuration FINISHED."""
     data, points = prepare(cfg, launch_dir)
     data = data.as_dtype(cfg.dtype.value)
-    tracker = None
-    if cfg.tracking.enabled:
-        # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
-        tracker = Tracker.get(resolve_uri(cfg.tracking.uri, launch_dir), cfg.tracking.experiment)
+    uri = resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
+    # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
+    tracker = Tracker.get(uri, cfg.tracking.experiment) if uri else None
 
     from gdexp.engines import train
     from gdexp.model import make_linear, param_row
 
-    bias = cfg.bias
+    bias, name = cfg.bias, run_name(overrides)
     linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed, cfg.dtype.value)
-    names = param_names(data.n_features, data.n_targets, bias)
+    tags = {
+        **source_tags(),
+        "gdexp.overrides": " ".join(overrides),
+        "gdexp.engine": cfg.engine.value,
+        "gdexp.config_hash": config_hash(cfg),
+        "gdexp.output_dir": str(output_dir),
+        "gdexp.record_id": uuid.uuid4().hex,
+    }
+    parent = (sweep or {}).get("parent_run_id")
+    if parent:
+        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    params = flatten(cfg)
     run_id = None
     if tracker is not None:
-        tracker.ready()  # an unreachable store stops the job here, before any training
-        if cfg.tracking.skip_finished:
-            done = tracker.finished_run(config_hash(cfg))
-            if done:
-                print(f"gdexp [{run_name(overrides)}] skipped: finished already as MLflow run {done}")
-                return None
-        tags = {
-            **source_tags(),
-            "gdexp.overrides": " ".join(overrides),
-            "gdexp.engine": cfg.engine.value,
-            "gdexp.config_hash": config_hash(cfg),
-            "gdexp.output_dir": str(output_dir),
-        }
-        if sweep and sweep.get("parent_run_id"):
-            tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = sweep["parent_run_id"]
-        run_id = tracker.start_run(run_name(overrides), tags, flatten(cfg))
-
-    def flush(first_step: int) -> None:
-        tracker.log_metrics(run_id, history.metrics(first_step))
+        try:
+            tracker.ready()
+            if cfg.tracking.skip_finished:
+                done = tracker.finished_run(tags["gdexp.config_hash"])
+                if done:
+                    print(f"gdexp [{name}] skipped: finished already as MLflow run {done}")
+                    return None
+            run_id = tracker.start_run(name, tags, params)
+        except TrackingError as err:
+            if sweep is None:
+                raise  # fail fast: nothing has trained yet
+            _warn_tracking_lost(name, err, output_dir)
+            tracker = None
 
     history = History(
-        names,
+        param_names(data.n_features, data.n_targets, bias),
         param_row(linear),
         cfg.diverge_above,
-        on_flush=flush if tracker else None,
         flush_seconds=cfg.tracking.flush_seconds,
     )
+    pred_cols = pred_names(points, data.n_targets)
+    record = RunRecord(
+        output_dir,
+        {
+            "record_id": tags["gdexp.record_id"],
+            "run_name": name,
+            "params": params,
+            "tags": tags,
+            "tracking_uri": uri,
+            "experiment": cfg.tracking.experiment,
+            "parent_run_id": parent,
+            "mlflow_run_id": run_id,
+        },
+        history,
+        data,
+        bias,
+        points,
+        pred_cols,
+    )
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+
+    def flush(first_step: int) -> None:
+        record.append_history()
+        if tracker is not None and run_id is not None:
+            tracker.log_metrics(run_id, history.metrics(first_step))
+
+    history.on_flush = flush
     end_status = "FAILED"
     try:
         with interrupts_stop(history):
@@ -214,35 +237,35 @@ def run_job(
         history.flush()
         summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
         run_status = status(history, cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
-        pred_cols = pred_names(points, data.n_targets)
-        all_preds = [predictions(row, points, data, bias).ravel().tolist() for row in history.params]
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
-        write_history_csv(output_dir / "history.csv", history, pred_cols, all_preds)
-        if tracker is not None:
-            last = history.epochs
-            rows = [(k, v, 0) for k, v in summary.items()]
-            rows += [(k, v, 0) for k, v in zip(pred_cols, all_preds[0])]
-            rows += [(k, v, last) for k, v in zip(pred_cols, all_preds[-1])] if last else []
-            tracker.log_metrics(run_id, rows)
-            tracker.set_tags(run_id, {"gdexp.status": run_status})
-            tracker.log_artifact(run_id, output_dir / "config.yaml")
-            tracker.log_artifact(run_id, output_dir / "history.csv")
-            tracker.end_run(run_id, end_status)
-            # Drawn by the writer after the run's end is acknowledged: off this job's critical path.
-            tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", run_name(overrides))
+        first, last = (predictions(history.params[i], points, data, bias).ravel().tolist() for i in (0, -1))
+        final_rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(pred_cols, first)]
+        final_rows += [(k, v, history.epochs) for k, v in zip(pred_cols, last)] if history.epochs else []
+        record.save(status=end_status, tags={**tags, "gdexp.status": run_status}, metrics=final_rows)
+        if tracker is not None and run_id is not None:
+            try:
+                tracker.log_metrics(run_id, final_rows)
+                tracker.set_tags(run_id, {"gdexp.status": run_status})
+                tracker.log_artifact(run_id, output_dir / "config.yaml")
+                tracker.log_artifact(run_id, output_dir / "history.csv")
+                tracker.end_run(run_id, end_status)
+                # Drawn by the writer after the end is acknowledged: off this job's critical path.
+                tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", name)
+            except TrackingError as err:
+                _warn_tracking_lost(name, err, output_dir)
     outcome = Outcome(
-        run_id,
-        history,
-        summary,
-        run_status,
-        dict(zip(pred_cols, all_preds[0])),
-        dict(zip(pred_cols, all_preds[-1])),
-        points,
+        run_id, history, summary, run_status, dict(zip(pred_cols, first)), dict(zip(pred_cols, last)), points
     )
     if not quiet:
         print_summary(cfg, outcome, overrides, tracker)
     return outcome
+
+
+def _warn_tracking_lost(name: str, err: Exception, output_dir: Path) -> None:
+    print(
+        f"gdexp [{name}] warning: {err}; training goes on, the run is recorded in {output_dir} "
+        f"(`python -m gdexp.sync {output_dir.parent}` replays it)",
+        file=sys.stderr,
+    )
 
 
 def _fmt_point(point: list[float]) -> str:

@@ -57,10 +57,15 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
 # --------------------------------------------------------------------------- the writer process
 
 
-def _check_reachable(uri: str) -> None:
+def _connection_lost(err: Exception) -> bool:
+    text = str(err)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out"))
+
+
+def _check_reachable(uri: str, timeout: float = 10) -> None:
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
                 reply.read()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
@@ -133,6 +138,11 @@ def _writer(conn, uri: str, experiment: str) -> None:
     # cut a write in half. When the main process is gone, recv() raises EOFError.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A server that stops answering should fail a write in seconds, not after minutes of retries:
+    # the run's own record keeps everything for gdexp.sync.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     try:
         client, experiment_id = _connect(uri, experiment)
     except TrackingError as err:
@@ -141,6 +151,8 @@ def _writer(conn, uri: str, experiment: str) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     conn.send(("ready", experiment_id))
+    remote = uri.startswith(("http://", "https://"))
+    down = False  # the server stopped answering: fail fast until a new run finds it back
     from gdexp.plots import save_loss_curve  # while the main process is still importing torch
 
     open_runs: set[str] = set()
@@ -150,6 +162,20 @@ def _writer(conn, uri: str, experiment: str) -> None:
             op, *args = conn.recv()
         except (EOFError, OSError):
             break
+        if down and op == "start":
+            try:
+                _check_reachable(uri, timeout=3)
+                down = False
+            except TrackingError:
+                pass
+        if down:
+            failure = failure or f"{op}: the tracking server is down"
+            if op in ("start", "end", "find_finished"):
+                conn.send(("error", "the tracking server is not answering", None))
+                failure = None
+            elif op == "close":
+                break
+            continue
         try:
             if op == "start":
                 name, tags, params = args
@@ -193,6 +219,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
             elif op == "close":
                 break
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
+            down = remote and _connection_lost(err)
             failure = f"{op}: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
             if op in ("start", "end", "find_finished"):
                 conn.send(("error", failure, None))
@@ -255,10 +282,17 @@ class Tracker:
 
     def _call(self, *message: Any, timeout: float = 300.0) -> Any:
         self.ready()
-        self._conn.send(message)
-        if not self._conn.poll(timeout):
+        try:
+            self._conn.send(message)
+            answered = self._conn.poll(timeout)
+        except OSError:
+            raise TrackingError(f"tracking.uri={self.uri}: the MLflow writer is gone ({message[0]})") from None
+        if not answered:
             raise TrackingError(f"tracking: no answer from the MLflow writer in {timeout:.0f} s ({message[0]})")
-        kind, value, failure = self._conn.recv()
+        try:
+            kind, value, failure = self._conn.recv()
+        except (EOFError, OSError):
+            raise TrackingError(f"tracking.uri={self.uri}: the MLflow writer is gone ({message[0]})") from None
         if failure:
             print(f"gdexp: warning: an MLflow write failed: {failure}", flush=True)
         if kind == "error":
@@ -273,20 +307,27 @@ class Tracker:
         """The id of a FINISHED run of the experiment with this config hash, if there is one."""
         return self._call("find_finished", config_hash)
 
+    def _send(self, *message: Any) -> None:
+        # Asynchronous writes: a writer that is gone loses nothing the run's record keeps.
+        try:
+            self._conn.send(message)
+        except OSError:
+            pass
+
     def log_metrics(self, run_id: str, rows: list[tuple[str, float, int]]) -> None:
         """Queue ``(key, value, step)`` rows; the writer logs them in batches of 1000."""
         if rows:
-            self._conn.send(("metrics", run_id, rows))
+            self._send("metrics", run_id, rows)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self._conn.send(("tags", run_id, tags))
+        self._send("tags", run_id, tags)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self._conn.send(("artifact", run_id, str(path), artifact_path))
+        self._send("artifact", run_id, str(path), artifact_path)
 
     def log_loss_curve(self, run_id: str, loss: list[float], path: Path, title: str) -> None:
         """Have the writer draw the run's loss curve into ``path`` and log it."""
-        self._conn.send(("loss_curve", run_id, loss, str(path), title))
+        self._send("loss_curve", run_id, loss, str(path), title)
 
     def end_run(self, run_id: str, status: str) -> None:
         """End the run once every queued write is in the store."""
@@ -419,8 +460,15 @@ class SweepCallback(Callback):
             raise SweepAborted(err) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd) / SWEEP_FILE
+        if path.is_file():  # the sweep's end goes on record first, for gdexp.sync
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps({**record, "status": "FINISHED"}, indent=2))
         if self.store is not None and self.parent is not None:
-            Tracker.get(*self.store).end_run(self.parent, "FINISHED")
+            try:
+                Tracker.get(*self.store).end_run(self.parent, "FINISHED")
+            except TrackingError as err:
+                print(f"gdexp: warning: {err}; `python -m gdexp.sync {path.parent}` ends the sweep's run")
 
 
 if __name__ == "__main__":  # the writer process: python -m gdexp.tracking FD URI EXPERIMENT

@@ -1,0 +1,147 @@
+"""A shared tracking server backed by PostgreSQL, and losing it mid-sweep: nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, gdexp
+from mlflow import MlflowClient
+from servers import MlflowServer, Postgres
+from test_scaleout import GRID, assert_complete_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    # Not under pytest's tmp tree: that is private to the test user, and postgres runs as its own.
+    folder = Path(tempfile.mkdtemp(prefix="gdexp-pg-"))
+    folder.chmod(0o755)
+    db = Postgres(folder / "cluster")
+    yield db
+    db.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server(postgres, tmp_path):
+    # a fresh database per test, so each test counts only its own runs
+    name = f"mlflow_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "-c", f"create database {name}"],
+        check=True,
+        capture_output=True,
+    )
+    srv = MlflowServer(postgres.uri.rsplit("/", 1)[0] + f"/{name}", tmp_path / "artifacts", tmp_path / "server.log")
+    yield srv
+    srv.stop()
+
+
+def test_parallel_sweep_into_mlflow_server_on_postgres(server, tmp_path, cli_env):
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *GRID, f"tracking.uri={server.uri}"]
+    result = gdexp(args, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert_complete_sweep(server.uri, 12)
+
+
+def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
+    epochs = 1500
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "lr=0.01,0.02,0.03,0.04,0.05,0.06",
+        "optimizer=sgd,adam",
+        f"epochs={epochs}",
+        "engine=autograd",
+        "tracking.flush_seconds=0.2",
+        f"tracking.uri={server.uri}",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.run", *args],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill the server once a few jobs are in the store
+        time.sleep(0.5)
+        children = [r for r in all_runs(server.uri) if "mlflow.parentRunId" in r.data.tags]
+        if len(children) >= 3:
+            break
+    server.kill()
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "training goes on" in err  # the jobs noticed, and went on
+
+    server.start()  # back, on the same database
+    sweep_dir = next((tmp_path / "multirun").glob("*/*"))
+    for attempt in (1, 2):
+        result = subprocess.run(
+            [sys.executable, "-m", "gdexp.sync", str(sweep_dir)],
+            cwd=tmp_path,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+        if attempt == 2:
+            assert result.stdout.strip().splitlines()[-1] == "0 created, 0 completed, 12 up to date"
+    runs = all_runs(server.uri)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 12 and len({r.data.tags["gdexp.record_id"] for r in children}) == 12
+    assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
+    client = MlflowClient(server.uri)
+    for child in children:
+        assert child.info.status == "FINISHED", child.info.run_name
+        assert len(client.get_metric_history(child.info.run_id, "loss")) == epochs
+        assert len(client.get_metric_history(child.info.run_id, "w")) == epochs + 1
+        assert {"final_loss", "dist_to_opt"} <= set(child.data.metrics)
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"config.yaml", "history.csv"}
+
+
+def test_sigkilled_job_leaves_a_record_that_sync_pushes_as_failed(tmp_path, cli_env):
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.run", "epochs=1000000", "engine=autograd", "tracking.flush_seconds=0.2"],
+        cwd=tmp_path,
+        env=cli_env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    record = None
+    deadline = time.time() + 120
+    while time.time() < deadline and record is None:
+        time.sleep(0.5)
+        found = list((tmp_path / "outputs").rglob("history.csv")) if (tmp_path / "outputs").exists() else []
+        if found and len(found[0].read_text().splitlines()) > 50:
+            record = found[0].parent
+    assert record is not None
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its MLflow writer: nothing gets to clean up
+    proc.wait()
+    rows_on_disk = len((record / "history.csv").read_text().splitlines()) - 1
+    result = subprocess.run(
+        [sys.executable, "-m", "gdexp.sync", str(record)],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs(uri)
+    assert run.info.status == "FAILED"
+    client = MlflowClient(uri)
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == rows_on_disk - 1  # step 0 has no loss

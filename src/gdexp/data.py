@@ -117,6 +117,8 @@ def predict_points(predict_at: ListConfig | list, n_features: int) -> list[list[
     the point with that value in every feature (so the default ``[5.0]`` works for any data).
     """
     items = list(predict_at)
+    if not items:
+        raise ConfigError("predict_at", [], "at least one point, e.g. [5.0]")
     flat = all(not isinstance(v, (list, ListConfig)) for v in items)
     if n_features == 1 and flat:
         return [[float(v)] for v in items]

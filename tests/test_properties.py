@@ -1,0 +1,77 @@
+"""Any combination of keys and values either runs or ends with one line naming what is wrong."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from conftest import make_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gdexp.run import _is_config_error, one_line, run_job
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.integers(-10, 10),
+    st.sampled_from(["abc", "", "null", "[1,2]", "true"]),
+)
+JUNK = st.text(alphabet="ab,=[]{}'\" 0.9-:$", max_size=8)
+
+VALUES = {
+    "lr": st.one_of(st.floats(1e-4, 0.5), NUMBERS),
+    "epochs": st.one_of(st.integers(-3, 40), NUMBERS),
+    "optimizer": st.sampled_from(["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "foo"]),
+    "bias": st.sampled_from(["true", "false", "maybe", "1", "0", "null"]),
+    "init": st.sampled_from(["zeros", "default", "normal", "xavier"]),
+    "init_std": NUMBERS,
+    "seed": st.one_of(st.integers(-3, 2**31), NUMBERS),
+    "batch_size": st.one_of(st.just("null"), st.integers(-2, 8), NUMBERS),
+    "data": st.sampled_from(["line", "line_intercept", "synthetic", "csv", "nope"]),
+    "predict_at": st.one_of(
+        st.lists(st.floats(-10, 10), max_size=3).map(lambda v: "[" + ",".join(map(str, v)) + "]"), NUMBERS
+    ),
+    "engine": st.sampled_from(["lightning", "autograd", "numpy", "jax"]),
+    "loss_reduction": st.sampled_from(["mean", "sum", "max"]),
+    "dtype": st.sampled_from(["float32", "float64", "int8"]),
+    "optimizer.momentum": NUMBERS,
+    "optimizer.weight_decay": NUMBERS,
+    "data.n_features": st.one_of(st.integers(-1, 4), NUMBERS),
+    "data.noise": NUMBERS,
+    "data.path": st.sampled_from(["good.csv", "missing.csv", "words.csv", "holes.csv", "empty.csv"]),
+    "converge_tol": NUMBERS,
+    "accelerator": st.sampled_from(["auto", "cpu", "gpu", "tpu"]),
+    "tracking.experiment": st.one_of(st.sampled_from(["gdexp", " "]), JUNK),
+    JUNK: JUNK,  # keys nobody has heard of, values nobody can parse
+}
+
+FOLDER = Path(tempfile.mkdtemp(prefix="gdexp-props-"))
+(FOLDER / "good.csv").write_text("x,y\n1,2\n2,4\n3,6\n")
+(FOLDER / "words.csv").write_text("x,y\n1,2\n2,abc\n")
+(FOLDER / "holes.csv").write_text("x,y\n1,2\n2,\n")
+(FOLDER / "empty.csv").write_text("")
+
+
+@st.composite
+def overrides(draw) -> list[str]:
+    keys = draw(st.lists(st.sampled_from([k for k in VALUES if isinstance(k, str)]), max_size=6, unique=True))
+    out = [f"{k}={draw(VALUES[k])}" for k in keys]
+    if draw(st.booleans()):
+        out.append(f"{draw(JUNK)}={draw(JUNK)}")
+    if "epochs" not in keys:
+        out.append("epochs=15")  # keep valid examples quick
+    return out + ["tracking.enabled=false"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides())
+def test_any_configuration_runs_or_fails_in_one_line(args):
+    try:
+        cfg = make_config(args)
+        outcome = run_job(cfg, overrides=args, output_dir=FOLDER / "out", launch_dir=FOLDER, quiet=True)
+    except Exception as err:  # what gdexp.run's main() turns into its one-line message
+        message = one_line(err)
+        assert _is_config_error(err), f"{args}: {type(err).__name__}: {err}"
+        assert message and "\n" not in message and "Traceback" not in message
+        return
+    assert outcome is not None and outcome.history.epochs >= 1

@@ -53,7 +53,7 @@ def test_parallel_sweep_into_mlflow_server_on_postgres(server, tmp_path, cli_env
 
 
 def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
-    epochs = 1500
+    epochs = 800
     args = [
         "-m",
         "hydra/launcher=joblib",

@@ -145,3 +145,16 @@ def test_sigkilled_job_leaves_a_record_that_sync_pushes_as_failed(tmp_path, cli_
     assert run.info.status == "FAILED"
     client = MlflowClient(uri)
     assert len(client.get_metric_history(run.info.run_id, "loss")) == rows_on_disk - 1  # step 0 has no loss
+
+
+def test_postgresql_tracking_uri_directly(postgres, tmp_path, cli_env):
+    # tracking.uri may name the database itself, no server between: a bare postgresql:// works
+    uri = postgres.uri.replace("postgresql+psycopg2://", "postgresql://")
+    result = gdexp(["epochs=20", f"tracking.uri={uri}"], tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "Prediction after training: f(5) = 9.612"
+    (run,) = [r for r in all_runs(postgres.uri) if r.info.run_name == "epochs=20"]
+    assert (
+        run.info.status == "FINISHED"
+        and len(MlflowClient(postgres.uri).get_metric_history(run.info.run_id, "loss")) == 20
+    )

@@ -45,8 +45,12 @@ class TrackingError(RuntimeError):
 
 def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     """``uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the launch directory; a
-    relative SQLite path is made absolute so that jobs never split the store."""
+    relative SQLite path is made absolute so that jobs never split the store, and a bare
+    ``postgresql://`` gets the psycopg2 driver."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir / 'mlflow.db'}"
+    if uri.startswith(("postgresql://", "postgres://")):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; gdexp ships psycopg2.
+        uri = "postgresql+psycopg2://" + uri.split("://", 1)[1]
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = uri[len("sqlite:///") :]
         if path and path != ":memory:":

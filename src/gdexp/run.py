@@ -301,12 +301,14 @@ def print_summary(cfg: DictConfig, outcome: Outcome, overrides: list[str], track
 
 
 _JOB_ERRORS: list[tuple[list[str], BaseException]] = []
+_TASK_STARTED: list[bool] = []  # empty while Hydra is still composing the configuration
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     # A job's error is kept for main() to report in one line: raised here, Hydra would print its
     # own message first (and, in a multirun, the other jobs must go on anyway).
+    _TASK_STARTED.append(True)
     try:
         return _job(cfg)
     except Exception as err:
@@ -422,7 +424,8 @@ def main() -> None:
             raise
         print(f"gdexp: error: {one_line(err)}", file=sys.stderr)
         Tracker.close_all()
-        sys.exit(2 if _is_config_error(err) else 1)
+        # Whatever fails before the first job starts is the configuration's fault.
+        sys.exit(2 if _is_config_error(err) or not _TASK_STARTED else 1)
 
 
 def _is_config_error(err: BaseException) -> bool:

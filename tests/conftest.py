@@ -98,3 +98,20 @@ class Recorded:
 def run_recorded(overrides: list[str], tmp_path: Path) -> Recorded:
     """Run tracked into the test's own store and read the run back from MLflow."""
     return Recorded(run(overrides, tmp_path, tracking=True).run_id)
+
+
+def wait_until(probe, timeout: float = 120, interval: float = 0.5):
+    """Poll ``probe()`` until it returns something truthy (its value) or ``timeout`` passes (None).
+    A probe that raises counts as not yet: a store may still be creating its tables."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(interval)
+        try:
+            value = probe()
+        except Exception:
+            continue
+        if value:
+            return value
+    return None

@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, gdexp
+from conftest import all_runs, gdexp, wait_until
 from mlflow import MlflowClient
 from servers import MlflowServer, Postgres
 from test_scaleout import GRID, assert_complete_sweep
@@ -73,12 +72,11 @@ def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill the server once a few jobs are in the store
-        time.sleep(0.5)
-        children = [r for r in all_runs(server.uri) if "mlflow.parentRunId" in r.data.tags]
-        if len(children) >= 3:
-            break
+
+    def jobs_in_store():  # kill the server once a few jobs are in it
+        return len([r for r in all_runs(server.uri) if "mlflow.parentRunId" in r.data.tags]) >= 3
+
+    assert wait_until(jobs_in_store, timeout=180)
     server.kill()
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
@@ -121,13 +119,12 @@ def test_sigkilled_job_leaves_a_record_that_sync_pushes_as_failed(tmp_path, cli_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    record = None
-    deadline = time.time() + 120
-    while time.time() < deadline and record is None:
-        time.sleep(0.5)
-        found = list((tmp_path / "outputs").rglob("history.csv")) if (tmp_path / "outputs").exists() else []
-        if found and len(found[0].read_text().splitlines()) > 50:
-            record = found[0].parent
+
+    def streaming_record():
+        found = list((tmp_path / "outputs").rglob("history.csv"))
+        return found[0].parent if found and len(found[0].read_text().splitlines()) > 50 else None
+
+    record = wait_until(streaming_record)
     assert record is not None
     os.killpg(proc.pid, signal.SIGKILL)  # the job and its MLflow writer: nothing gets to clean up
     proc.wait()

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, gdexp, run
+from conftest import all_runs, gdexp, run, wait_until
 from mlflow import MlflowClient
 
 
@@ -142,17 +141,14 @@ def test_signal_mid_run_leaves_it_killed_with_its_history(sig, engine, tmp_path,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    run_id = None
-    while time.time() < deadline:  # wait until curves are streaming into the store
-        time.sleep(0.5)
-        try:
-            runs = all_runs(uri) if (tmp_path / "mlflow.db").exists() else []
-            if runs and MlflowClient(uri).get_metric_history(runs[0].info.run_id, "loss"):
-                run_id = runs[0].info.run_id
-                break
-        except Exception:  # the store's tables are still being created by gdexp's writer
-            continue
+
+    def streaming_run():  # curves are arriving in the store
+        runs = all_runs(uri) if (tmp_path / "mlflow.db").exists() else []
+        if runs and MlflowClient(uri).get_metric_history(runs[0].info.run_id, "loss"):
+            return runs[0].info.run_id
+        return None
+
+    run_id = wait_until(streaming_run)
     assert run_id, "the run never started streaming"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

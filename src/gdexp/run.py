@@ -57,9 +57,6 @@ def interrupts_stop(history: History) -> Iterator[None]:
             raise RunInterrupted(signum)
         history.interrupt = signum
 
-    if sys.platform == "win32" or os.getpid() != _MAIN_PID:
-        yield
-        return
     try:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals to whoever owns them
@@ -71,8 +68,6 @@ def interrupts_stop(history: History) -> Iterator[None]:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-
-_MAIN_PID = os.getpid()
 
 
 def prepare(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]]:

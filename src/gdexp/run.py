@@ -69,7 +69,6 @@ def interrupts_stop(history: History) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-
 def prepare(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]]:
     """Everything that can reject a config before training: values, data, prediction points."""
     validate(cfg)

@@ -84,7 +84,6 @@ def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    device_for(cfg.accelerator.value)  # a clear error for accelerator=gpu on a CPU machine
     module = LinearRegression(linear, _make_optimizer(cfg), cfg.loss_reduction.value, history)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,

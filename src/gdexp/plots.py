@@ -3,11 +3,14 @@ matplotlib Figure (tests and notebooks inspect it); :func:`save` writes PNGs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+from gdexp.analysis import star_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,20 +69,15 @@ def weights(runs: pd.DataFrame, history: pd.DataFrame, run_id: str | None = None
     ax = axes[0][0]
     for i, name in enumerate(names):
         ax.plot(h["epoch"], h[name], color=f"C{i}", label=name)
-        star = run.get(f"metrics.{_star(name)}")
+        star = run.get(f"metrics.{star_name(name)}")
         if star is not None and not pd.isna(star):
-            ax.axhline(star, color=f"C{i}", linestyle="--", linewidth=1, label=f"{_star(name)} = {star:.4g}")
+            ax.axhline(star, color=f"C{i}", linestyle="--", linewidth=1, label=f"{star_name(name)} = {star:.4g}")
     ax.set(xlabel="epoch", ylabel="parameter value", title=f"parameters: {run['run_name']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if two:
         _path_over_contours(axes[0][1], run, h)
     return fig
-
-
-def _star(name: str) -> str:
-    head, _, tail = name.partition("_")
-    return f"{head}_star" + (f"_{tail}" if tail else "")
 
 
 def _path_over_contours(ax, run: pd.Series, h: pd.DataFrame) -> None:
@@ -109,15 +107,9 @@ def _training_data(run: pd.Series) -> tuple[np.ndarray | None, np.ndarray | None
 
     name = run.get("params.data.name")
     if name in ("line", "line_intercept"):
-        x = np.asarray(_parse_list(run.get("params.data.x")), dtype=float)
+        x = np.asarray(json.loads(run.get("params.data.x")), dtype=float)
         return x, float(_parse(run.get("params.data.slope"))) * x + float(_parse(run.get("params.data.intercept")))
     return None, None
-
-
-def _parse_list(value: str) -> list[float]:
-    import json
-
-    return json.loads(value)
 
 
 def heatmap(runs: pd.DataFrame, row: str, col: str, value: str = "final_loss") -> Figure:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import tempfile
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -109,11 +110,9 @@ def build(
     name = f"report-{parent['run_id'][:8]}.html" if parent is not None else "report-all.html"
     path = out or Path(name)
     path.write_text(page)
-    if parent is not None:
-        staged = path.parent / "report.html"
-        if path.name != "report.html":
-            staged = Path(path.parent / f".{path.stem}") / "report.html"
-            staged.parent.mkdir(exist_ok=True)
+    if parent is not None:  # on the parent run it is always report.html, whatever the file's name
+        with tempfile.TemporaryDirectory() as folder:
+            staged = Path(folder) / "report.html"
             staged.write_text(page)
-        log_file(resolve_uri(uri, Path.cwd()), parent["run_id"], staged)
+            log_file(resolve_uri(uri, Path.cwd()), parent["run_id"], staged)
     return path

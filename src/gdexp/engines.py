@@ -73,9 +73,12 @@ def train(cfg: DictConfig, data: Dataset, linear: torch.nn.Module, history: Hist
     return history
 
 
-def _make_optimizer(cfg: DictConfig):
-    # Optimizer group files are `_partial_: true`: this is a factory that takes the parameters.
+def make_optimizer(cfg: DictConfig, lr: float | None = None):
+    """The config's ``torch.optim`` class as a factory that takes the parameters (the group files
+    are ``_partial_: true``), with ``lr`` in place of the config's when given."""
     spec = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if k != "name"}
+    if lr is not None:
+        spec["lr"] = lr
     return instantiate(spec, _convert_="all")
 
 
@@ -84,7 +87,7 @@ def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    module = LinearRegression(linear, _make_optimizer(cfg), cfg.loss_reduction.value, history)
+    module = LinearRegression(linear, make_optimizer(cfg), cfg.loss_reduction.value, history)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator.value,
@@ -109,7 +112,7 @@ def _autograd(cfg: DictConfig, data: Dataset, linear, history: History, batches:
     device = device_for(cfg.accelerator.value)
     linear.to(device)
     X, Y = torch.from_numpy(data.X).to(device), torch.from_numpy(data.Y).to(device)
-    optimizer = _make_optimizer(cfg)(linear.parameters())
+    optimizer = make_optimizer(cfg)(linear.parameters())
     reduction = cfg.loss_reduction.value
     for _ in range(cfg.epochs):
         for idx in batches:

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gdexp.analysis import predictions
+import numpy as np
+
 from gdexp.data import Dataset
 from gdexp.history import History
 
@@ -47,23 +48,48 @@ class RunRecord:
     def save(self, **updates: Any) -> None:
         """Write ``run.json`` atomically, with ``updates`` merged in."""
         self.fields.update(updates)
-        tmp = self.folder / f".{RECORD_FILE}.tmp"
-        tmp.write_text(json.dumps(self.fields, indent=2, default=float))
-        os.replace(tmp, self.folder / RECORD_FILE)
+        _write_record(self.folder, self.fields)
 
     def append_history(self) -> None:
         """Append every step recorded since the last call to ``history.csv``."""
         h = self.history
         rows = []
-        for step in range(self._written, h.epochs + 1):
-            preds = predictions(h.params[step], self.points, self.data, self.bias).ravel().tolist()
+        steps = range(self._written, h.epochs + 1)
+        preds = predictions_many(h.params[steps.start :], self.points, self.data, self.bias).tolist()
+        for step, pred in zip(steps, preds):
             loss = repr(h.loss[step - 1]) if step else ""
-            rows.append([step, loss, *map(repr, h.params[step]), *map(repr, preds)])
+            rows.append([step, loss, *map(repr, h.params[step]), *map(repr, pred)])
         if rows:
             with (self.folder / "history.csv").open("a", newline="") as fh:
                 csv.writer(fh).writerows(rows)
                 fh.flush()
         self._written = h.epochs + 1
+
+
+def predictions_many(rows: list[list[float]], points: list[list[float]], data: Dataset, bias: bool) -> np.ndarray:
+    """:func:`gdexp.analysis.predictions` for many parameter rows at once: (rows, points * targets)."""
+    if not rows:
+        return np.empty((0, len(points) * data.n_targets))
+    P = np.asarray(rows, dtype=data.X.dtype)
+    n = data.n_features * data.n_targets
+    W = P[:, :n].reshape(len(P), data.n_targets, data.n_features)
+    b = P[:, n:] if bias else np.zeros((len(P), data.n_targets), dtype=P.dtype)
+    x = np.asarray(points, dtype=data.X.dtype)
+    return (np.matmul(x, W.transpose(0, 2, 1)) + b[:, None, :]).reshape(len(P), -1)
+
+
+def set_run_id(folder: Path, run_id: str) -> None:
+    """Note in a record the MLflow run that holds it (written once the store has it)."""
+    path = folder / RECORD_FILE
+    fields = json.loads(path.read_text())
+    fields["mlflow_run_id"] = run_id
+    _write_record(folder, fields)
+
+
+def _write_record(folder: Path, fields: dict[str, Any]) -> None:
+    tmp = folder / f".{RECORD_FILE}.tmp"
+    tmp.write_text(json.dumps(fields, indent=2, default=float))
+    os.replace(tmp, folder / RECORD_FILE)
 
 
 def find_records(path: Path) -> list[Path]:

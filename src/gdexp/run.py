@@ -308,11 +308,15 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     except Exception as err:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = list(HydraConfig.get().overrides.task)
-        _JOB_ERRORS.append((overrides, err))
-        if HydraConfig.get().mode.name == "MULTIRUN":
-            print(f"gdexp: job [{run_name(overrides)}] failed: {one_line(err)}", file=sys.stderr)
+        record_job_error(list(HydraConfig.get().overrides.task), err, HydraConfig.get().mode.name == "MULTIRUN")
         return None
+
+
+def record_job_error(overrides: list[str], err: BaseException, multirun: bool) -> None:
+    """Keep a job's error for :func:`main`'s one-line report; a sweep says so at once and goes on."""
+    _JOB_ERRORS.append((overrides, err))
+    if multirun:
+        print(f"gdexp: job [{run_name(overrides)}] failed: {one_line(err)}", file=sys.stderr)
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:

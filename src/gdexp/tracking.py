@@ -18,13 +18,16 @@ import getpass
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -118,11 +121,15 @@ def _open_store(uri: str, experiment: str):
         except MlflowException:  # created meanwhile by a parallel job
             return client, client.get_experiment_by_name(experiment).experiment_id
     except MlflowException as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"tracking.uri={uri}: {first}; allowed: {TRACKING_ALLOWED}") from None
+        raise TrackingError(f"tracking.uri={uri}: {_first_line(err)}; allowed: {TRACKING_ALLOWED}") from None
     except Exception as err:  # a driver error, a refused connection, a bad scheme
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"tracking.uri={uri}: {type(err).__name__}: {first}; allowed: {TRACKING_ALLOWED}") from None
+        problem = f"{type(err).__name__}: {_first_line(err)}"
+        raise TrackingError(f"tracking.uri={uri}: {problem}; allowed: {TRACKING_ALLOWED}") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _retrying(call, *args, attempts: int = 12, **kwargs):
@@ -174,7 +181,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 pass
         if down:
             failure = failure or f"{op}: the tracking server is down"
-            if op in ("start", "end", "find_finished"):
+            if op in ("start", "end", "find_finished", "runs"):
                 conn.send(("error", "the tracking server is not answering", None))
                 failure = None
             elif op == "close":
@@ -205,6 +212,10 @@ def _writer(conn, uri: str, experiment: str) -> None:
             elif op == "loss_curve":
                 run_id, loss, path, title = args
                 _retrying(client.log_artifact, run_id, str(save_loss_curve(loss, Path(path), title)))
+            elif op == "runs":
+                (payloads,) = args
+                conn.send(("ok", _write_runs(client, experiment_id, payloads, save_loss_curve), failure))
+                failure = None
             elif op == "find_finished":
                 (config_hash,) = args
                 found = _retrying(
@@ -224,8 +235,8 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 break
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
             down = remote and _connection_lost(err)
-            failure = f"{op}: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            if op in ("start", "end", "find_finished"):
+            failure = f"{op}: {type(err).__name__}: {_first_line(err)}"
+            if op in ("start", "end", "find_finished", "runs"):
                 conn.send(("error", failure, None))
                 failure = None
     for run_id in open_runs:
@@ -233,6 +244,42 @@ def _writer(conn, uri: str, experiment: str) -> None:
             _retrying(client.set_terminated, run_id, "FAILED")
         except Exception:
             pass
+
+
+def _write_runs(client, experiment_id: str, payloads: list[dict[str, Any]], save_loss_curve) -> tuple[list, list]:
+    """Write finished runs whole, each in as few store calls as MLflow allows: create (with its
+    tags), one ``log_batch`` per 1000 params and metrics, its artifacts, its end. Their run ids
+    (None for a run that failed, which is then ended FAILED) and the failures, one line each."""
+    from mlflow.entities import Metric, Param
+
+    ids, failures = [], []
+    for p in payloads:
+        run_id = None
+        try:
+            run_id = _retrying(client.create_run, experiment_id, run_name=p["name"], tags=p["tags"]).info.run_id
+            now = int(time.time() * 1000)
+            params = [Param(k, v) for k, v in p["params"].items()]
+            metrics = [Metric(k, v, now, s) for k, v, s in p["metrics"]]
+            while params or metrics:  # MLflow's limits: 100 params, 1000 entries in all per call
+                some_params, params = params[:100], params[100:]
+                room = BATCH - len(some_params)
+                some_metrics, metrics = metrics[:room], metrics[room:]
+                _retrying(client.log_batch, run_id, metrics=some_metrics, params=some_params)
+            for path in p["artifacts"]:
+                _retrying(client.log_artifact, run_id, path)
+            drawn = save_loss_curve(p["loss"], Path(p["loss_curve"]), p["name"])
+            _retrying(client.log_artifact, run_id, str(drawn))
+            _retrying(client.set_terminated, run_id, p["status"])
+            ids.append(run_id)
+        except Exception as err:  # the run's record keeps everything for gdexp.sync
+            failures.append(f"[{p['name']}] {type(err).__name__}: {_first_line(err)}")
+            ids.append(None)
+            if run_id is not None:
+                try:
+                    client.set_terminated(run_id, "FAILED")
+                except Exception:
+                    pass
+    return ids, failures
 
 
 class Tracker:
@@ -337,6 +384,10 @@ class Tracker:
         """End the run once every queued write is in the store."""
         self._call("end", run_id, status)
 
+    def log_runs(self, payloads: list[dict[str, Any]], timeout: float = 600.0) -> tuple[list, list]:
+        """Write finished runs whole (see :func:`_write_runs`); their run ids and the failures."""
+        return self._call("runs", payloads, timeout=timeout)
+
     def close(self, timeout: float = 60.0) -> None:
         """Stop the writer; runs still open are ended FAILED."""
         try:
@@ -352,6 +403,48 @@ class Tracker:
     @classmethod
     def close_all(cls) -> None:
         for tracker in list(cls._open.values()):
+            tracker.close()
+
+
+class WriterPool:
+    """Several writers for one store, each fed by a thread: a batched sweep's finished runs are
+    written in parallel, while the main process trains the next population."""
+
+    CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
+
+    def __init__(self, uri: str, experiment: str, size: int):
+        self.trackers = [Tracker(uri, experiment) for _ in range(max(1, size))]
+        self.queue: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._feed, args=(t,), daemon=True) for t in self.trackers]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, payloads: list[dict[str, Any]]) -> list[Future]:
+        """Queue finished runs; a future of each one's MLflow run id (None if it failed)."""
+        futures = [Future() for _ in payloads]
+        for i in range(0, len(payloads), self.CHUNK):
+            self.queue.put((payloads[i : i + self.CHUNK], futures[i : i + self.CHUNK]))
+        return futures
+
+    def _feed(self, tracker: Tracker) -> None:
+        while (item := self.queue.get()) is not None:
+            payloads, futures = item
+            try:
+                ids, failures = tracker.log_runs(payloads)
+            except TrackingError as err:
+                ids, failures = [None] * len(payloads), [str(err)]
+            for failure in failures:
+                print(f"gdexp: warning: an MLflow write failed: {failure}", file=sys.stderr, flush=True)
+            for future, run_id in zip(futures, ids):
+                future.set_result(run_id)
+
+    def close(self) -> None:
+        """Let the writers finish what is queued, then stop them."""
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+        for tracker in self.trackers:
             tracker.close()
 
 

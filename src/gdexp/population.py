@@ -1,0 +1,186 @@
+"""The batched engine: many runs of one problem trained as one tensor program.
+
+A population stacks its members' ``nn.Linear`` parameters: weights of shape (members, targets,
+features) and biases of shape (members, targets), with a mask for the members that have no bias.
+One Lightning training step computes every member's full-batch MSE at once, and the config's own
+``torch.optim`` optimizer updates every member. Each member keeps its own learning rate: the
+optimizer steps with lr = 1 and the step is scaled per member, which is exact for optimizers whose
+update is proportional to lr (:func:`lr_linear`). Members stop at their own epoch count; a member
+whose loss diverges is frozen at that epoch, as the per-run engines stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+# torch.optim classes whose step is lr times an lr-free direction (given the same state): SGD with
+# momentum, dampening, Nesterov and weight decay; Adam, AdamW (decoupled decay is lr * wd * p) and
+# RMSprop. Adagrad only without lr_decay: its step size is lr / (1 + (step - 1) * lr_decay).
+LR_LINEAR = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop")
+
+
+def lr_linear(optimizer: DictConfig) -> bool:
+    """Whether this optimizer's step scales exactly with lr, so members with different learning
+    rates can share one optimizer stepped with lr = 1."""
+    if optimizer._target_ in LR_LINEAR:
+        return True
+    return optimizer._target_ == "torch.optim.Adagrad" and optimizer.get("lr_decay", 0) == 0
+
+
+@dataclass
+class Member:
+    """One run's part of a population: its initial ``nn.Linear`` and its own settings."""
+
+    linear: nn.Linear
+    lr: float
+    epochs: int
+    diverge_above: float
+
+
+@dataclass
+class Curves:
+    """What a population saw, per member: ``loss[e, m]`` is member m's MSE at epoch e + 1 and
+    ``params[e, m]`` its parameter row after epoch e (row 0: the initial one), in float64."""
+
+    loss: np.ndarray
+    params: np.ndarray
+    epochs_run: np.ndarray
+    diverged: np.ndarray
+    interrupted: bool
+
+
+class Population(pl.LightningModule):
+    """Stacked ``nn.Linear`` members with MSE, trained full-batch with per-member learning rates."""
+
+    def __init__(
+        self,
+        members: list[Member],
+        make_optimizer: Callable,
+        reduction: str,
+        scale_lr: bool,
+        stop: Callable[[], bool] = lambda: False,
+    ):
+        super().__init__()
+        self.automatic_optimization = False  # the step is scaled per member: see training_step
+        self.make_optimizer, self.reduction, self.scale_lr, self.stop = make_optimizer, reduction, scale_lr, stop
+        first = members[0].linear
+        dtype, (n_targets, n_features) = first.weight.dtype, first.weight.shape
+        self.weight = nn.Parameter(torch.stack([m.linear.weight.detach() for m in members]))
+        zeros = torch.zeros(n_targets, dtype=dtype)
+        biases = [m.linear.bias.detach() if m.linear.bias is not None else zeros for m in members]
+        self.bias = nn.Parameter(torch.stack(biases))
+        self.register_buffer("bias_mask", torch.tensor([[m.linear.bias is not None] for m in members], dtype=dtype))
+        self.register_buffer("lr", torch.tensor([m.lr for m in members], dtype=dtype))
+        self.register_buffer("epochs", torch.tensor([m.epochs for m in members]))
+        self.register_buffer("diverge_above", torch.tensor([m.diverge_above for m in members], dtype=torch.float64))
+        self.register_buffer("active", torch.ones(len(members), dtype=torch.bool))
+        self.register_buffer("diverged", torch.zeros(len(members), dtype=torch.bool))
+        self.register_buffer("epochs_run", torch.zeros(len(members), dtype=torch.long))
+        most = max(m.epochs for m in members)
+        self.register_buffer("loss_history", torch.full((most, len(members)), math.nan, dtype=dtype))
+        width = n_targets * (n_features + 1)
+        self.register_buffer("param_history", torch.zeros((most + 1, len(members), width), dtype=dtype))
+        self.param_history[0] = self._rows()
+        self.interrupted = False
+
+    def _rows(self) -> torch.Tensor:
+        """Every member's parameters as a row: weights target by target, then the biases (as
+        :func:`gdexp.model.param_row`; the bias columns of members without one are zero)."""
+        return torch.cat([self.weight.detach().flatten(1), self.bias.detach()], dim=1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        epoch = self.current_epoch
+        pred = torch.einsum("nf,mtf->mnt", x, self.weight) + (self.bias * self.bias_mask)[:, None, :]
+        squared = (pred - y).square()
+        loss = squared.mean(dim=(1, 2))
+        objective = loss if self.reduction == "mean" else squared.sum(dim=(1, 2))
+        running = self.active
+        bad = ~torch.isfinite(loss) | (loss.detach().double() > self.diverge_above)
+        step = running & ~bad  # a diverging member's update is skipped, as the per-run engines skip it
+        self.loss_history[epoch] = loss.detach()
+        self.epochs_run += running
+        self.diverged |= running & bad
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        # Members that do not step contribute nothing (their inf or NaN never reaches the others).
+        self.manual_backward(torch.where(step, objective, torch.zeros_like(objective)).sum())
+        before = [self.weight.detach().clone(), self.bias.detach().clone()]
+        optimizer.step()
+        with torch.no_grad():
+            for p, p0 in zip((self.weight, self.bias), before):
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                # p - p0 is the lr = 1 step (exact: the two are close); lr times it is the member's.
+                moved = p0 + self.lr.view(shape) * (p - p0) if self.scale_lr else p
+                p.copy_(torch.where(step.view(shape), moved, p0))
+            self.param_history[epoch + 1] = self._rows()
+        self.active = step & (self.epochs > epoch + 1)
+
+    def on_train_epoch_end(self) -> None:
+        if self.stop():
+            self.interrupted = True
+            self.trainer.should_stop = True
+        elif not bool(self.active.any()):
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer([self.weight, self.bias])
+
+    def curves(self) -> Curves:
+        """The histories, moved to the CPU once."""
+        return Curves(
+            self.loss_history.double().cpu().numpy(),
+            self.param_history.double().cpu().numpy(),
+            self.epochs_run.cpu().numpy(),
+            self.diverged.cpu().numpy(),
+            self.interrupted,
+        )
+
+
+def train_population(
+    X: np.ndarray,
+    Y: np.ndarray,
+    members: list[Member],
+    make_optimizer: Callable,
+    *,
+    reduction: str,
+    scale_lr: bool,
+    accelerator: str,
+    dtype: str,
+    stop: Callable[[], bool] = lambda: False,
+) -> Curves:
+    """Train ``members`` full-batch on (X, Y) with a Lightning Trainer; their curves."""
+    from gdexp.engines import Batches, _TensorBatches
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    module = Population(members, make_optimizer, reduction, scale_lr, stop)
+    trainer = pl.Trainer(
+        max_epochs=max(m.epochs for m in members),
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        precision="64-true" if dtype == "float64" else "32-true",
+    )
+    loader = _TensorBatches(Batches(len(X), None, 0), torch.from_numpy(X), torch.from_numpy(Y))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
+        trainer.fit(module, train_dataloaders=loader)
+    return module.curves()

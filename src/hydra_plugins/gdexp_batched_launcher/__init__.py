@@ -1,0 +1,1 @@
+"""gdexp's batched launcher for Hydra: ``python -m gdexp.run -m hydra/launcher=batched ...``."""

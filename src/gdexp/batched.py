@@ -91,6 +91,23 @@ def split_jobs(job_overrides: list[list[str]], initial_job_idx: int) -> list[Job
     return jobs
 
 
+def validate_jobs(loader: Any, config: DictConfig, job_overrides: list[list[str]]) -> None:
+    """Raise what Hydra's composition of each job would raise, composing each distinct set of
+    non-member overrides once and applying each distinct member override to it once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    checked: set[tuple[tuple[str, ...], str]] = set()
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    parser = OverridesParser.create()
+    for job in split_jobs(job_overrides, 0):
+        if job.rest not in bases:
+            bases[job.rest] = loader.load_sweep_config(config, list(job.rest))
+        for override in job.member:
+            if (job.rest, override.input_line) not in checked:
+                checked.add((job.rest, override.input_line))
+                apply_overrides(bases[job.rest], parser.parse_overrides([override.input_line]))
+
+
 @dataclass
 class Member:
     """A job that trains inside a population."""
@@ -98,6 +115,21 @@ class Member:
     job: Job
     cfg: DictConfig
     output_dir: Path
+
+
+def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Any]:
+    """What the launcher starts while Hydra still checks the sweep: torch and Lightning imported
+    in a thread, and the writer processes for the sweep's store (their MLflow import and store
+    opening take seconds). The writer pools are returned for :func:`launch` to use."""
+    import threading
+
+    threading.Thread(target=lambda: __import__("gdexp.population"), daemon=True).start()
+    if not config.tracking.enabled:
+        return {}
+    from gdexp.tracking import WriterPool, resolve_uri
+
+    store = (resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd)), str(config.tracking.experiment))
+    return {store: WriterPool(*store, writers)}
 
 
 def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[Any]:
@@ -110,7 +142,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     launch_dir = Path(config.hydra.runtime.cwd)
     jobs = split_jobs([list(o) for o in job_overrides], initial_job_idx)
     returns: list[Any] = [None] * len(jobs)
-    writers = _Writers(launcher.writers)
+    writers = _Writers(launcher.writers, launcher.take_writer_pools())
     singles: list[Job] = []
     started = time.monotonic()
     try:
@@ -177,14 +209,14 @@ def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: 
     with read_write(task), open_dict(task):
         del task["hydra"]
     members = []
-    for job in group:
+    for job, folder in zip(group, _output_dirs(base, group)):
         try:
             cfg = apply_overrides(task, job.member)
             validate(cfg)
         except Exception as err:  # one bad member fails alone, as a per-run job would
             record_job_error(job.overrides, err, multirun=True)
             continue
-        members.append(Member(job, cfg, _output_dir(base, job)))
+        members.append(Member(job, cfg, folder))
     if not members:
         return []
     if lr_linear(base.optimizer):
@@ -195,26 +227,34 @@ def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: 
     return list(by_lr.values())
 
 
-def _output_dir(base: DictConfig, job: Job) -> Path:
-    """The job's directory, as Hydra would name it (``hydra.sweep.subdir`` may use the job's
-    number or its override dirname)."""
+def _output_dirs(base: DictConfig, jobs: list[Job]) -> list[Path]:
+    """The jobs' directories, as Hydra names them: ``hydra.sweep.subdir`` resolved with each
+    job's number (and its override dirname, when the pattern uses it)."""
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    hydra_cfg = base.hydra
-    with open_dict(hydra_cfg):
-        hydra_cfg.job.num = hydra_cfg.job.id = job.number
-        if "override_dirname" in str(OmegaConf.to_container(hydra_cfg.sweep)):
-            naming = hydra_cfg.job.config.override_dirname
-            hydra_cfg.job.override_dirname = get_overrides_dirname(
-                OverridesParser.create().parse_overrides(job.overrides),
-                exclude_keys=list(naming.exclude_keys),
-                item_sep=naming.item_sep,
-                kv_sep=naming.kv_sep,
-            )
     from gdexp.tracking import sweep_dir
 
-    return sweep_dir(str(hydra_cfg.sweep.dir), str(hydra_cfg.runtime.cwd)) / str(hydra_cfg.sweep.subdir)
+    hydra_cfg = base.hydra
+    folder = sweep_dir(str(hydra_cfg.sweep.dir), str(hydra_cfg.runtime.cwd))
+    pattern = str(OmegaConf.to_container(hydra_cfg.sweep)["subdir"])
+    if pattern == "${hydra.job.num}":  # Hydra's default: no need to resolve it job by job
+        return [folder / str(job.number) for job in jobs]
+    naming = hydra_cfg.job.config.override_dirname
+    parser = OverridesParser.create()
+    out = []
+    with open_dict(hydra_cfg):
+        for job in jobs:
+            hydra_cfg.job.num = hydra_cfg.job.id = job.number
+            if "override_dirname" in pattern:
+                hydra_cfg.job.override_dirname = get_overrides_dirname(
+                    parser.parse_overrides(job.overrides),
+                    exclude_keys=list(naming.exclude_keys),
+                    item_sep=naming.item_sep,
+                    kv_sep=naming.kv_sep,
+                )
+            out.append(folder / str(hydra_cfg.sweep.subdir))
+    return out
 
 
 def _train_and_record(
@@ -309,13 +349,14 @@ def _record_member(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Write one member's job directory; its outcome and the writer's payload for its MLflow run."""
     from gdexp.analysis import pred_names, predictions, status, summarize
-    from gdexp.config import config_hash, flatten, resolved
+    from gdexp.config import config_hash, config_yaml, flatten, resolved
     from gdexp.data import predict_points
     from gdexp.history import History, param_names
     from gdexp.record import RunRecord
     from gdexp.tracking import resolve_uri, run_name, source_tags
 
     cfg, job, folder = member.cfg, member.job, member.output_dir
+    plain = resolved(cfg)
     bias = bool(cfg.bias)
     names = param_names(data.n_features, data.n_targets, bias)
     epochs = int(curves.epochs_run[m])
@@ -338,7 +379,7 @@ def _record_member(
         **source_tags(),
         "gdexp.overrides": " ".join(job.overrides),
         "gdexp.engine": cfg.engine.value,
-        "gdexp.config_hash": config_hash(cfg),
+        "gdexp.config_hash": config_hash(plain),
         "gdexp.output_dir": str(folder),
         "gdexp.record_id": uuid.uuid4().hex,
         "gdexp.population": f"{size} runs trained as one population; MLflow curves on an even grid of "
@@ -346,7 +387,7 @@ def _record_member(
     }
     if parent:
         tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
-    flat = flatten(cfg)
+    flat = flatten(plain)
     record = RunRecord(
         folder,
         {
@@ -366,7 +407,7 @@ def _record_member(
         points,
         pred_cols,
     )
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+    (folder / "config.yaml").write_text(config_yaml(plain))
     record.append_history()
 
     summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
@@ -402,9 +443,9 @@ def _record_member(
 class _Writers:
     """Writer pools, one per tracking store, started on first use; records get their run ids."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, pools: dict[tuple[str, str], Any]):
         self.size = size
-        self.pools: dict[tuple[str, str], Any] = {}
+        self.pools = pools
         self.pending: list[tuple[Member, Any]] = []  # (member, future of its MLflow run id)
 
     def submit(self, payloads: list[tuple[Member, dict[str, Any]]]) -> None:

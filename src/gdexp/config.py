@@ -307,14 +307,17 @@ def _validate_data(data: DictConfig) -> None:
 # --------------------------------------------------------------------------- params and hashes
 
 
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved configuration as plain containers, without Hydra's own node."""
+def resolved(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The resolved configuration as plain containers, without Hydra's own node (a plain dict is
+    taken as resolved already, so a caller that needs several views resolves once)."""
+    if isinstance(cfg, dict):
+        return cfg
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     plain.pop("hydra", None)
     return plain
 
 
-def flatten(cfg: DictConfig) -> dict[str, str]:
+def flatten(cfg: DictConfig | dict[str, Any]) -> dict[str, str]:
     """Dotted-key params for MLflow. Keys starting with ``_`` and the tracking URI (it may hold
     credentials) are left out; lists are kept whole, as JSON."""
     out: dict[str, str] = {}
@@ -332,8 +335,17 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """Identifies a run's computation: the resolved config minus the tracking settings."""
-    plain = resolved(cfg)
-    plain.pop("tracking", None)
+    plain = {k: v for k, v in resolved(cfg).items() if k != "tracking"}
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_yaml(cfg: DictConfig | dict[str, Any]) -> str:
+    """The resolved configuration as the ``config.yaml`` every run keeps, in OmegaConf's YAML."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    return yaml.dump(
+        resolved(cfg), Dumper=get_omega_conf_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False
+    )

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gdexp.analysis import pred_names, predictions, status, summarize
 from gdexp.config import (
     CONF_DIR,
     ConfigError,
     config_hash,
+    config_yaml,
     flatten,
     group_options,
     register_configs,
-    resolved,
     validate,
 )
 from gdexp.data import Dataset, load_data, predict_points
@@ -98,9 +98,13 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
             axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+    from gdexp.batched import apply_overrides, member_override
+
     loader = GlobalHydra.instance().config_loader()
     launch_dir = Path(config.hydra.runtime.cwd)
     base = [values[0] for values in axes.values() if values]
+    parser = OverridesParser.create()
+    composed: dict[tuple[str, ...], DictConfig] = {}
     seen: set[tuple[str, ...]] = set()
     jobs = 1
     for i, values in enumerate(v for v in axes.values() if v):
@@ -111,7 +115,13 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
                 continue
             seen.add(job)
             try:
-                cfg = loader.load_sweep_config(config, list(job))
+                (parsed,) = parser.parse_overrides([value])
+                if member_override(parsed):  # a per-run value: set on the composed base, as Hydra sets it
+                    if () not in composed:
+                        composed[()] = loader.load_sweep_config(config, base)
+                    cfg = apply_overrides(composed[()], [parsed])
+                else:
+                    cfg = loader.load_sweep_config(config, list(job))
             except Exception as err:
                 raise ConfigError("override", value, "a valid value for its key", one_line(err)) from None
             prepare(cfg, launch_dir)
@@ -210,7 +220,7 @@ def run_job(
         points,
         pred_cols,
     )
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+    (output_dir / "config.yaml").write_text(config_yaml(cfg))
 
     def flush(first_step: int) -> None:
         record.append_history()

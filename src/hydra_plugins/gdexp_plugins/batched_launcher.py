@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 @dataclass
 class BatchedLauncherConf:
-    _target_: str = "hydra_plugins.gdexp_batched_launcher.batched_launcher.BatchedLauncher"
+    _target_: str = "hydra_plugins.gdexp_plugins.batched_launcher.BatchedLauncher"
     # Steps per metric curve in MLflow: an even grid with the first and last epoch (0: every
     # epoch). Each run's history.csv keeps every epoch whatever this says.
     curve_points: int = 100
@@ -37,9 +37,18 @@ class BatchedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: Any = None
         self.task_function: Any = None
+        self._pools: dict = {}
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from gdexp.batched import start_early
+
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self._pools = start_early(config, self.writers)
+
+    def take_writer_pools(self) -> dict:
+        """The writer pools started in ``setup``, for one launch to use and close."""
+        pools, self._pools = self._pools, {}
+        return pools
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         from gdexp.batched import launch

@@ -1,1 +1,0 @@
-"""gdexp's batched launcher for Hydra: ``python -m gdexp.run -m hydra/launcher=batched ...``."""

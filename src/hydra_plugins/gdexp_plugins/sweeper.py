@@ -1,0 +1,33 @@
+"""``hydra/sweeper=gdexp``: Hydra's basic sweeper, minus its cost per job.
+
+Before launching, the basic sweeper composes every job's config to check it can be composed:
+about 0.06 s a job, a minute for a 1,000-job grid, whatever the launcher. This one composes each
+distinct set of the jobs' other overrides once and applies each per-run value (lr, epochs, seed,
+...) to it the way Hydra applies overrides, so the same errors surface (see
+:func:`gdexp.batched.validate_jobs`). Everything else is the basic sweeper's.
+
+No ``from __future__ import annotations``: Hydra executes plugin modules outside ``sys.modules``.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class GdexpSweeperConf(BasicSweeperConf):
+    _target_: str = "hydra_plugins.gdexp_plugins.sweeper.GdexpSweeper"
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="gdexp", node=GdexpSweeperConf, provider="gdexp")
+
+
+class GdexpSweeper(BasicSweeper):
+    """The basic sweeper with a check of the job batch that composes once per group of jobs."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        from gdexp.batched import validate_jobs
+
+        validate_jobs(self.hydra_context.config_loader, self.config, [list(o) for o in batch])

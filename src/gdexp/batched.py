@@ -77,11 +77,15 @@ def split_jobs(job_overrides: list[list[str]], initial_job_idx: int) -> list[Job
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
+    parsed_once: dict[str, Any] = {}  # a grid repeats each value many times; parsing is slow
     jobs = []
     for i, overrides in enumerate(job_overrides):
         job = Job(i, initial_job_idx + i, list(overrides))
         rest = []
-        for text, parsed in zip(overrides, parser.parse_overrides(list(overrides))):
+        for text in overrides:
+            if text not in parsed_once:
+                (parsed_once[text],) = parser.parse_overrides([text])
+            parsed = parsed_once[text]
             if member_override(parsed):
                 job.member.append(parsed)
             else:
@@ -123,6 +127,13 @@ def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Any]:
     opening take seconds). The writer pools are returned for :func:`launch` to use."""
     import threading
 
+    from gdexp.config import ConfigError
+
+    points = config.hydra.launcher.curve_points
+    if not isinstance(points, int) or (points != 0 and points < 100):
+        raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
+    if config.hydra.launcher.writers < 1:
+        raise ConfigError("hydra.launcher.writers", config.hydra.launcher.writers, "an integer >= 1")
     threading.Thread(target=lambda: __import__("gdexp.population"), daemon=True).start()
     if not config.tracking.enabled:
         return {}
@@ -318,6 +329,9 @@ def _train_and_record(
         )
         if payload is not None:
             payloads.append((member, payload))
+        if len(payloads) >= 16:  # keep the writers busy while the rest are recorded
+            writers.submit(payloads)
+            payloads = []
     writers.submit(payloads)
     n, total = position
     shown = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))

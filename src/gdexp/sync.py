@@ -22,15 +22,22 @@ from gdexp.tracking import BATCH, SWEEP_FILE, TrackingError, _connect
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
 
 
-def _curves(folder: Path) -> list[tuple[str, float, int]]:
-    """``(key, value, step)`` of every curve in a job directory's history.csv."""
-    rows = []
+def _curves(folder: Path, curve_points: int = 0) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` of every curve in a job directory's history.csv; for a run of a
+    batched sweep, on the even grid of ``curve_points`` steps its MLflow curves were written on."""
+    from gdexp.batched import thin_steps
+
     with (folder / "history.csv").open() as fh:
-        for line in csv.DictReader(fh):
-            step = int(line["epoch"])
-            for key, value in line.items():
-                if key == "epoch" or value == "" or key.startswith("pred_"):
-                    continue
+        lines = list(csv.DictReader(fh))
+    last = int(lines[-1]["epoch"]) if lines else 0
+    keep = {name: set(thin_steps(first, last, curve_points).tolist()) for name, first in (("loss", 1), ("", 0))}
+    rows = []
+    for line in lines:
+        step = int(line["epoch"])
+        for key, value in line.items():
+            if key == "epoch" or value == "" or key.startswith("pred_"):
+                continue
+            if step in keep["loss" if key == "loss" else ""]:
                 rows.append((key, float(value), step))
     return rows
 
@@ -68,7 +75,7 @@ def sync(path: Path, uri: str | None = None) -> dict[str, int]:
             changed = True
         run_id = run.info.run_id
 
-        wanted = _curves(folder) + [tuple(m) for m in rec.get("metrics", [])]
+        wanted = _curves(folder, rec.get("curve_points", 0)) + [tuple(m) for m in rec.get("metrics", [])]
         have: dict[str, set[int]] = {}
         missing = []
         for name, value, step in wanted:

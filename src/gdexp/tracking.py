@@ -181,7 +181,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 pass
         if down:
             failure = failure or f"{op}: the tracking server is down"
-            if op in ("start", "end", "find_finished", "runs"):
+            if op in ("start", "end", "find_finished", "runs", "artifacts"):
                 conn.send(("error", "the tracking server is not answering", None))
                 failure = None
             elif op == "close":
@@ -214,7 +214,11 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 _retrying(client.log_artifact, run_id, str(save_loss_curve(loss, Path(path), title)))
             elif op == "runs":
                 (payloads,) = args
-                conn.send(("ok", _write_runs(client, experiment_id, payloads, save_loss_curve), failure))
+                conn.send(("ok", _write_runs(client, experiment_id, payloads), failure))
+                failure = None
+            elif op == "artifacts":
+                (jobs,) = args
+                conn.send(("ok", _write_artifacts(uri, jobs, save_loss_curve), failure))
                 failure = None
             elif op == "find_finished":
                 (config_hash,) = args
@@ -236,7 +240,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
             down = remote and _connection_lost(err)
             failure = f"{op}: {type(err).__name__}: {_first_line(err)}"
-            if op in ("start", "end", "find_finished", "runs"):
+            if op in ("start", "end", "find_finished", "runs", "artifacts"):
                 conn.send(("error", failure, None))
                 failure = None
     for run_id in open_runs:
@@ -246,17 +250,17 @@ def _writer(conn, uri: str, experiment: str) -> None:
             pass
 
 
-def _write_runs(client, experiment_id: str, payloads: list[dict[str, Any]], save_loss_curve) -> tuple[list, list]:
-    """Write finished runs whole, each in as few store calls as MLflow allows: create (with its
-    tags), one ``log_batch`` per 1000 params and metrics, its artifacts, its end. Their run ids
-    (None for a run that failed, which is then ended FAILED) and the failures, one line each."""
+def _write_runs(client, experiment_id: str, payloads: list[dict[str, Any]]) -> tuple[list, list]:
+    """Write finished runs to the store, each in as few calls as MLflow allows: create (with its
+    tags), one ``log_batch`` per 1000 params and metrics, end. For each, its (run id, artifact
+    URI), or None when it failed (a run created by then is ended FAILED); and the failures."""
     from mlflow.entities import Metric, Param
 
-    ids, failures = [], []
+    written, failures = [], []
     for p in payloads:
-        run_id = None
+        run = None
         try:
-            run_id = _retrying(client.create_run, experiment_id, run_name=p["name"], tags=p["tags"]).info.run_id
+            run = _retrying(client.create_run, experiment_id, run_name=p["name"], tags=p["tags"])
             now = int(time.time() * 1000)
             params = [Param(k, v) for k, v in p["params"].items()]
             metrics = [Metric(k, v, now, s) for k, v, s in p["metrics"]]
@@ -264,22 +268,35 @@ def _write_runs(client, experiment_id: str, payloads: list[dict[str, Any]], save
                 some_params, params = params[:100], params[100:]
                 room = BATCH - len(some_params)
                 some_metrics, metrics = metrics[:room], metrics[room:]
-                _retrying(client.log_batch, run_id, metrics=some_metrics, params=some_params)
-            for path in p["artifacts"]:
-                _retrying(client.log_artifact, run_id, path)
-            drawn = save_loss_curve(p["loss"], Path(p["loss_curve"]), p["name"])
-            _retrying(client.log_artifact, run_id, str(drawn))
-            _retrying(client.set_terminated, run_id, p["status"])
-            ids.append(run_id)
+                _retrying(client.log_batch, run.info.run_id, metrics=some_metrics, params=some_params)
+            _retrying(client.set_terminated, run.info.run_id, p["status"])
+            written.append((run.info.run_id, run.info.artifact_uri))
         except Exception as err:  # the run's record keeps everything for gdexp.sync
             failures.append(f"[{p['name']}] {type(err).__name__}: {_first_line(err)}")
-            ids.append(None)
-            if run_id is not None:
+            written.append(None)
+            if run is not None:
                 try:
-                    client.set_terminated(run_id, "FAILED")
+                    client.set_terminated(run.info.run_id, "FAILED")
                 except Exception:
                     pass
-    return ids, failures
+    return written, failures
+
+
+def _write_artifacts(uri: str, jobs: list[dict[str, Any]], save_loss_curve) -> list[str]:
+    """Draw each run's loss curve and put it and the run's files in its artifact location (no
+    store call: the artifact repository is reached from the run's artifact URI). The failures."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    failures = []
+    for job in jobs:
+        try:
+            repository = get_artifact_repository(job["artifact_uri"], tracking_uri=uri)
+            drawn = save_loss_curve(job["loss"], Path(job["loss_curve"]), job["name"])
+            for path in [*job["artifacts"], str(drawn)]:
+                _retrying(repository.log_artifact, path)
+        except Exception as err:
+            failures.append(f"[{job['name']}] artifacts: {type(err).__name__}: {_first_line(err)}")
+    return failures
 
 
 class Tracker:
@@ -385,8 +402,12 @@ class Tracker:
         self._call("end", run_id, status)
 
     def log_runs(self, payloads: list[dict[str, Any]], timeout: float = 600.0) -> tuple[list, list]:
-        """Write finished runs whole (see :func:`_write_runs`); their run ids and the failures."""
+        """Write finished runs to the store (see :func:`_write_runs`)."""
         return self._call("runs", payloads, timeout=timeout)
+
+    def log_run_artifacts(self, jobs: list[dict[str, Any]], timeout: float = 600.0) -> list[str]:
+        """Draw loss curves and store runs' files (see :func:`_write_artifacts`)."""
+        return self._call("artifacts", jobs, timeout=timeout)
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop the writer; runs still open are ended FAILED."""
@@ -398,7 +419,8 @@ class Tracker:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             self._process.terminate()
-        self._open.pop((self.uri, self.experiment), None)
+        if self._open.get((self.uri, self.experiment)) is self:
+            del self._open[(self.uri, self.experiment)]
 
     @classmethod
     def close_all(cls) -> None:
@@ -407,15 +429,25 @@ class Tracker:
 
 
 class WriterPool:
-    """Several writers for one store, each fed by a thread: a batched sweep's finished runs are
-    written in parallel, while the main process trains the next population."""
+    """Writer processes for one store, fed by threads, for a batched sweep's finished runs.
+
+    On SQLite, parallel writers only queue for the database's lock, so one writer does the store
+    calls while the others draw the loss curves and store the artifacts of the runs it created.
+    All of it overlaps the main process training the next population. Not thread-safe with other
+    users of the process's tracker: a launch uses it alone until :meth:`close`."""
 
     CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
 
     def __init__(self, uri: str, experiment: str, size: int):
-        self.trackers = [Tracker(uri, experiment) for _ in range(max(1, size))]
-        self.queue: queue.Queue = queue.Queue()
-        self.threads = [threading.Thread(target=self._feed, args=(t,), daemon=True) for t in self.trackers]
+        # The store writer is the process's own (it opened the sweep's parent run): one MLflow
+        # start-up less. The others are this pool's, for the artifacts.
+        self.store = [Tracker.get(uri, experiment)]
+        self.trackers = [Tracker(uri, experiment) for _ in range(max(0, size - 1))]
+        self.artifacts = self.trackers or self.store
+        self.runs: queue.Queue = queue.Queue()
+        self.files: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._feed_runs, daemon=True)]
+        self.threads += [threading.Thread(target=self._feed_files, args=(t,), daemon=True) for t in self.artifacts]
         for thread in self.threads:
             thread.start()
 
@@ -423,29 +455,53 @@ class WriterPool:
         """Queue finished runs; a future of each one's MLflow run id (None if it failed)."""
         futures = [Future() for _ in payloads]
         for i in range(0, len(payloads), self.CHUNK):
-            self.queue.put((payloads[i : i + self.CHUNK], futures[i : i + self.CHUNK]))
+            self.runs.put((payloads[i : i + self.CHUNK], futures[i : i + self.CHUNK]))
         return futures
 
-    def _feed(self, tracker: Tracker) -> None:
-        while (item := self.queue.get()) is not None:
+    def _feed_runs(self) -> None:
+        while (item := self.runs.get()) is not None:
             payloads, futures = item
             try:
-                ids, failures = tracker.log_runs(payloads)
+                written, failures = self.store[0].log_runs([{k: p[k] for k in _RUN_KEYS} for p in payloads])
             except TrackingError as err:
-                ids, failures = [None] * len(payloads), [str(err)]
-            for failure in failures:
-                print(f"gdexp: warning: an MLflow write failed: {failure}", file=sys.stderr, flush=True)
-            for future, run_id in zip(futures, ids):
+                written, failures = [None] * len(payloads), [str(err)]
+            _warn_failures(failures)
+            jobs = []
+            for payload, future, done in zip(payloads, futures, written):
+                if done is None:
+                    future.set_result(None)
+                else:
+                    jobs.append((future, done[0], {**payload, "artifact_uri": done[1]}))
+            if jobs:
+                self.files.put(jobs)
+        for _ in self.artifacts:
+            self.files.put(None)
+
+    def _feed_files(self, tracker: Tracker) -> None:
+        while (jobs := self.files.get()) is not None:
+            try:
+                _warn_failures(tracker.log_run_artifacts([{k: j[k] for k in _FILE_KEYS} for _, _, j in jobs]))
+            except TrackingError as err:
+                _warn_failures([str(err)])
+            for future, run_id, _ in jobs:
                 future.set_result(run_id)
 
     def close(self) -> None:
         """Let the writers finish what is queued, then stop them."""
-        for _ in self.threads:
-            self.queue.put(None)
+        self.runs.put(None)
         for thread in self.threads:
             thread.join()
         for tracker in self.trackers:
             tracker.close()
+
+
+_RUN_KEYS = ("name", "tags", "params", "metrics", "status")
+_FILE_KEYS = ("name", "artifact_uri", "artifacts", "loss", "loss_curve")
+
+
+def _warn_failures(failures: list[str]) -> None:
+    for failure in failures:
+        print(f"gdexp: warning: an MLflow write failed: {failure}", file=sys.stderr, flush=True)
 
 
 def log_file(uri: str, run_id: str, path: Path) -> None:

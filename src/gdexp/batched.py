@@ -299,6 +299,12 @@ def _train_and_record(
         )
         for c in (m.cfg for m in members)
     ]
+    n, total = position
+    print(
+        f"gdexp batched [{n}/{total}] {label}: training {len(members)} runs, optimizer={base.optimizer.name}, "
+        f"up to {max(p.epochs for p in pop)} epochs",
+        flush=True,
+    )
     # One flag for the whole population: SIGINT/SIGTERM stop it at the next epoch, recorded.
     signals = History([], [], 0.0)
     with interrupts_stop(signals):
@@ -333,13 +339,8 @@ def _train_and_record(
             writers.submit(payloads)
             payloads = []
     writers.submit(payloads)
-    n, total = position
     shown = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
-    print(
-        f"gdexp batched [{n}/{total}] {label}: {len(members)} runs, optimizer={base.optimizer.name}, "
-        f"up to {max(p.epochs for p in pop)} epochs, trained in {trained:.2f} s: {shown}",
-        flush=True,
-    )
+    print(f"gdexp batched [{n}/{total}] {label}: trained in {trained:.2f} s: {shown}", flush=True)
     if curves.interrupted:
         writers.finish()
         raise RunInterrupted(signals.interrupt)

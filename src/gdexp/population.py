@@ -23,18 +23,18 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-# torch.optim classes whose step is lr times an lr-free direction (given the same state): SGD with
-# momentum, dampening, Nesterov and weight decay; Adam, AdamW (decoupled decay is lr * wd * p) and
-# RMSprop. Adagrad only without lr_decay: its step size is lr / (1 + (step - 1) * lr_decay).
-LR_LINEAR = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop")
+# torch.optim classes whose step is lr times an lr-free direction, given the same state: SGD with
+# momentum, dampening, Nesterov and weight decay; Adam, AdamW (its decoupled decay is lr * wd * p);
+# RMSprop; Adagrad (even with lr_decay: its step size is lr / (1 + (step - 1) * lr_decay)). Not,
+# for instance, ASGD (eta = lr / (1 + lambd * lr * t) ** alpha) or Rprop (lr is a clamped step size).
+LR_LINEAR = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop", "torch.optim.Adagrad")
 
 
 def lr_linear(optimizer: DictConfig) -> bool:
     """Whether this optimizer's step scales exactly with lr, so members with different learning
-    rates can share one optimizer stepped with lr = 1."""
-    if optimizer._target_ in LR_LINEAR:
-        return True
-    return optimizer._target_ == "torch.optim.Adagrad" and optimizer.get("lr_decay", 0) == 0
+    rates can share one optimizer stepped with lr = 1. Optimizers not known to be are trained in
+    populations of one learning rate."""
+    return optimizer._target_ in LR_LINEAR
 
 
 @dataclass

@@ -1,0 +1,312 @@
+"""``hydra/launcher=batched``: populations give every member the per-run Lightning engine's numbers,
+and every member is its own complete MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import all_runs, gdexp, make_config, run
+from mlflow import MlflowClient
+from omegaconf import open_dict
+
+from gdexp.batched import thin_steps
+from gdexp.engines import make_optimizer
+from gdexp.population import lr_linear
+from gdexp.tracking import Tracker
+
+OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
+RTOL = 1e-5
+
+
+def close(batched: np.ndarray, per_run: np.ndarray) -> bool:
+    """Equal to 1e-5 relative to the curve's own scale (a loss that converged to 1e-13 is rounding
+    noise in float32, so each point is not compared on its own scale)."""
+    scale = np.max(np.abs(per_run[np.isfinite(per_run)]), initial=1e-30)
+    both_bad = ~np.isfinite(batched) & ~np.isfinite(per_run)
+    diff = np.where(both_bad, 0.0, np.abs(batched - per_run))
+    return batched.shape == per_run.shape and bool(np.all(diff <= RTOL * scale))
+
+
+# --------------------------------------------------------------------------- the lr = 1 step
+
+
+def stepped(cfg, lrs: torch.Tensor, scaled: bool) -> torch.Tensor:
+    """Four members' parameters after six steps of the config's optimizer: each with its own lr, or
+    all in one stacked tensor stepped with lr = 1 and each member's step scaled by its lr."""
+    torch.manual_seed(0)
+    start = torch.randn(4, 3, dtype=torch.float64)
+    grads = [torch.randn(4, 3, dtype=torch.float64) for _ in range(6)]
+    if not scaled:
+        singles = []
+        for m, (lr, row) in enumerate(zip(lrs, start)):
+            p = torch.nn.Parameter(row.clone())
+            opt = make_optimizer(cfg, lr=float(lr))([p])
+            for g in grads:
+                p.grad = g[m].clone()
+                opt.step()
+            singles.append(p.detach())
+        return torch.stack(singles)
+    stacked = torch.nn.Parameter(start.clone())
+    opt = make_optimizer(cfg, lr=1.0)([stacked])
+    for g in grads:
+        before = stacked.detach().clone()
+        stacked.grad = g.clone()
+        opt.step()
+        with torch.no_grad():
+            stacked.copy_(before + lrs[:, None] * (stacked - before))
+    return stacked.detach()
+
+
+LRS = torch.tensor([0.001, 0.03, 0.2, 0.7], dtype=torch.float64)
+
+
+SHIPPED = [[f"optimizer={o}"] for o in OPTIMIZERS] + [["optimizer=adagrad", "optimizer.lr_decay=0.5"]]
+
+
+@pytest.mark.parametrize("overrides", SHIPPED)
+def test_step_with_lr_one_scaled_per_member_is_the_step_with_each_lr(overrides):
+    """The hint the population rests on: each shipped optimizer's update is lr times an lr-free
+    direction, so one torch.optim step with lr = 1, scaled per member, is each member's own step."""
+    cfg = make_config(overrides)
+    assert lr_linear(cfg.optimizer)
+    torch.testing.assert_close(stepped(cfg, LRS, scaled=True), stepped(cfg, LRS, scaled=False), rtol=1e-12, atol=1e-12)
+
+
+def test_an_optimizer_not_linear_in_lr_is_not_scaled():
+    cfg = make_config(["optimizer=sgd"])
+    cfg.optimizer._target_ = "torch.optim.ASGD"  # eta = lr / (1 + lambd * lr * t) ** alpha
+    with open_dict(cfg.optimizer):
+        for key in ("momentum", "dampening", "nesterov"):
+            del cfg.optimizer[key]
+    assert not lr_linear(cfg.optimizer)
+    assert not torch.allclose(stepped(cfg, LRS, scaled=True), stepped(cfg, LRS, scaled=False), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("first", "last", "points"), [(1, 1000, 100), (0, 1000, 100), (1, 250, 100), (0, 90, 100)])
+def test_thinned_curves_keep_first_and_last_on_an_even_grid(first, last, points):
+    steps = thin_steps(first, last, points)
+    assert steps[0] == first and steps[-1] == last
+    assert len(steps) == min(points, last - first + 1) and len(set(steps)) == len(steps)
+    gaps = np.diff(steps)
+    assert gaps.max() - gaps.min() <= 1
+
+
+# --------------------------------------------------------------------------- whole sweeps
+
+
+def read_history(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    with (folder / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    names = [k for k in rows[0] if k not in ("epoch", "loss") and not k.startswith("pred_")]
+    loss = np.array([float(r["loss"]) for r in rows[1:]])
+    return loss, np.array([[float(r[n]) for n in names] for r in rows])
+
+
+def job_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Run name -> job directory of every run in the sweep."""
+    out = {}
+    for record in tmp_path.glob("multirun/*/*/*/run.json"):
+        out[json.loads(record.read_text())["run_name"]] = record.parent
+    return out
+
+
+GRID = ["lr=0.01,0.08,0.2", "bias=true,false", "epochs=30,70", "data=line_intercept"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One batched sweep of every optimizer group: mixed lr (0.2 diverges for plain SGD on this
+    problem), mixed epochs, bias on and off; plus jobs that cannot join a population."""
+    tmp = tmp_path_factory.mktemp("batched")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = ["-m", "hydra/launcher=batched", f"optimizer={','.join(OPTIMIZERS)}", *GRID]
+    result = gdexp(args, tmp, env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return tmp, env["MLFLOW_TRACKING_URI"], result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_member_equals_the_per_run_lightning_engine(optimizer, sweep, tmp_path):
+    tmp, _, result = sweep
+    dirs = job_dirs(tmp)
+    diverged = 0
+    for lr in ("0.01", "0.08", "0.2"):
+        for bias in ("true", "false"):
+            for epochs in ("30", "70"):
+                overrides = [f"optimizer={optimizer}", f"lr={lr}", f"bias={bias}", f"epochs={epochs}"]
+                name = f"optimizer={optimizer},lr={lr},bias={bias},epochs={epochs},data=line_intercept"
+                outcome = run([*overrides, "data=line_intercept", "engine=lightning"], tmp_path)
+                loss, params = read_history(dirs[name])
+                assert close(loss, np.asarray(outcome.history.loss)), name
+                assert close(params, np.asarray(outcome.history.params)), name
+                diverged += outcome.history.diverged
+                record = json.loads((dirs[name] / "run.json").read_text())
+                assert record["tags"]["gdexp.status"] == outcome.status, name
+    if optimizer in ("sgd", "nesterov"):
+        assert diverged  # a diverging member was frozen while its population went on
+    assert f"optimizer={optimizer}" in result.stdout  # trained as a population, not job by job
+
+
+@pytest.mark.slow
+def test_every_member_is_its_own_complete_child_run(sweep, tmp_path):
+    tmp, uri, _ = sweep
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == len(OPTIMIZERS) * 12 and {r.info.status for r in children} == {"FINISHED"}
+    client = MlflowClient(uri)
+    by_name = {r.info.run_name: r for r in children}
+
+    # the same params, tags, summary metrics and artifacts as the per-run path's run of that config
+    overrides = ["optimizer=adam", "lr=0.08", "bias=true", "epochs=70", "data=line_intercept"]
+    own_store = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the test's store, not the sweep's
+    reference_id = run(overrides, tmp_path, tracking=True).run_id
+    Tracker.close_all()  # its writer draws loss_curve.png after the run ends
+    reference = own_store.get_run(reference_id)
+    member = by_name[",".join(overrides)]
+    assert member.data.params == reference.data.params
+    assert set(reference.data.tags) - {"gdexp.population"} <= set(member.data.tags)
+    for key in ("gdexp.config_hash", "gdexp.status", "gdexp.engine", "mlflow.source.name"):
+        assert member.data.tags[key] == reference.data.tags[key], key
+    assert member.data.tags["gdexp.sweep"] == parents[0].info.run_id
+    assert set(member.data.metrics) == set(reference.data.metrics)
+    for key, value in reference.data.metrics.items():
+        assert member.data.metrics[key] == pytest.approx(value, rel=RTOL, abs=1e-9), key
+    artifacts = {a.path for a in client.list_artifacts(member.info.run_id)}
+    assert artifacts == {a.path for a in own_store.list_artifacts(reference.info.run_id)}
+    assert artifacts == {"config.yaml", "history.csv", "loss_curve.png"}
+    png = Path(client.download_artifacts(member.info.run_id, "loss_curve.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+    # every curve in full: 70 epochs is under the 100-point grid
+    loss = client.get_metric_history(member.info.run_id, "loss")
+    assert [m.step for m in loss] == list(range(1, 71))
+    assert [m.step for m in client.get_metric_history(member.info.run_id, "b")] == list(range(0, 71))
+
+
+@pytest.mark.slow
+def test_long_curves_are_thinned_in_mlflow_and_whole_in_history_csv(tmp_path, cli_env):
+    args = ["-m", "hydra/launcher=batched", "lr=0.01,0.05", "epochs=250,1000", "bias=true", "data=line_intercept"]
+    result = gdexp(args, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    children = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 4
+    dirs = job_dirs(tmp_path)
+    for child in children:
+        epochs = int(child.data.params["epochs"])
+        loss = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
+        w = [m.step for m in client.get_metric_history(child.info.run_id, "w")]
+        assert len(loss) == 100 and (loss[0], loss[-1]) == (1, epochs)
+        assert len(w) == 100 and (w[0], w[-1]) == (0, epochs)
+        full, _ = read_history(dirs[child.info.run_name])
+        assert len(full) == epochs
+        assert {m.step: m.value for m in client.get_metric_history(child.info.run_id, "loss")} == {
+            s: pytest.approx(full[s - 1]) for s in loss
+        }
+    # gdexp.sync finds every thinned run up to date: it does not fill the grid back in
+    synced = subprocess.run(
+        [sys.executable, "-m", "gdexp.sync", str(tmp_path / "multirun")], capture_output=True, text=True, env=cli_env
+    )
+    assert synced.returncode == 0, synced.stderr
+    assert "0 created, 0 completed, 4 up to date" in synced.stdout
+
+
+@pytest.mark.slow
+def test_jobs_that_cannot_join_a_population_still_run_and_are_tracked(tmp_path, cli_env):
+    # the numpy engine, and minibatches: ordinary Hydra jobs inside the batched sweep
+    args = [
+        "-m",
+        "hydra/launcher=batched",
+        "engine=numpy,lightning",
+        "batch_size=null,2",
+        "lr=0.01,0.05",
+        "epochs=20",
+        "optimizer=sgd",
+    ]
+    result = gdexp(args, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    children = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 8 and {r.info.status for r in children} == {"FINISHED"}
+    batched = {r.info.run_name for r in children if "gdexp.population" in r.data.tags}
+    assert batched == {f"engine=lightning,batch_size=null,lr={lr},epochs=20,optimizer=sgd" for lr in ("0.01", "0.05")}
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "loss")) == 20
+        outcome = run(child.info.run_name.split(","), tmp_path)
+        assert child.data.metrics["final_loss"] == pytest.approx(outcome.summary["final_loss"], rel=RTOL)
+
+
+@pytest.mark.slow
+def test_an_added_optimizer_not_known_linear_in_lr_trains_one_population_per_lr(tmp_path, cli_env):
+    # A researcher adds torch.optim.ASGD in their own config folder: its step is not linear in lr.
+    extra = tmp_path / "my_conf"
+    (extra / "optimizer").mkdir(parents=True)
+    (extra / "optimizer" / "asgd.yaml").write_text(
+        "name: asgd\n_target_: torch.optim.ASGD\n_partial_: true\nlr: ${lr}\nweight_decay: 0.0\n"
+    )
+    common = [f"hydra.searchpath=[file://{extra}]", "optimizer=asgd", "epochs=30", "data=line_intercept"]
+    result = gdexp(["-m", "hydra/launcher=batched", *common, "lr=0.01,0.05", "bias=true,false"], tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("training 2 runs") == 2  # one population per lr
+    dirs = job_dirs(tmp_path)
+    for lr in ("0.01", "0.05"):
+        for bias in ("true", "false"):
+            name = f"optimizer=asgd,epochs=30,data=line_intercept,lr={lr},bias={bias}"
+            loss, params = read_history(dirs[name])
+            ref = run([*common, f"lr={lr}", f"bias={bias}"], tmp_path).history
+            assert close(loss, np.asarray(ref.loss)) and close(params, np.asarray(ref.params)), name
+
+
+@pytest.mark.slow
+def test_bad_values_stop_a_batched_sweep_before_any_run(tmp_path, cli_env):
+    for args, expected in [
+        (["lr=0.1,-1"], "lr=-1.0; allowed: a finite number > 0"),
+        (["hydra.launcher.curve_points=10"], "hydra.launcher.curve_points=10"),
+    ]:
+        result = gdexp(["-m", "hydra/launcher=batched", "epochs=5", *args], tmp_path, cli_env)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert all(r.info.status != "RUNNING" for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]))
+
+
+@pytest.mark.slow
+def test_interrupted_population_is_recorded_as_killed(tmp_path, cli_env):
+    args = ["-m", "hydra/launcher=batched", "lr=0.001,0.002", "epochs=3000000", "data=line_intercept", "bias=true"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.run", *args],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # signal once the population trains, not while Python still imports
+        if "training 2 runs" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    children = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    for child in children:
+        epochs = int(child.data.metrics["epochs_run"])
+        assert 0 < epochs < 3000000
+        assert client.get_metric_history(child.info.run_id, "loss")[-1].step == epochs
+        assert child.data.tags["gdexp.status"] == "killed"

@@ -431,24 +431,24 @@ class Tracker:
 class WriterPool:
     """Writer processes for one store, fed by threads, for a batched sweep's finished runs.
 
-    On SQLite, parallel writers only queue for the database's lock, so one writer does the store
-    calls while the others draw the loss curves and store the artifacts of the runs it created.
-    All of it overlaps the main process training the next population. Not thread-safe with other
-    users of the process's tracker: a launch uses it alone until :meth:`close`."""
+    Store writers create the runs (the first is the process's own writer, which opened the
+    sweep's parent run: one MLflow start-up less); one more writer, when there are two or more,
+    draws the loss curves and stores the artifacts of the runs they created, which needs no store
+    call. All of it overlaps the main process training the next population. Not thread-safe with
+    other users of the process's writer: a launch uses it alone until :meth:`close`."""
 
     CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
 
     def __init__(self, uri: str, experiment: str, size: int):
-        # The store writer is the process's own (it opened the sweep's parent run): one MLflow
-        # start-up less. The others are this pool's, for the artifacts.
-        self.store = [Tracker.get(uri, experiment)]
-        self.trackers = [Tracker(uri, experiment) for _ in range(max(0, size - 1))]
-        self.artifacts = self.trackers or self.store
+        stores = max(1, size - 1) if size >= 2 else 1
+        self.own = [Tracker(uri, experiment) for _ in range(max(1, size) - 1)]
+        self.stores = [Tracker.get(uri, experiment), *self.own[: stores - 1]]
+        self.artifacts = self.own[stores - 1 :]
         self.runs: queue.Queue = queue.Queue()
         self.files: queue.Queue = queue.Queue()
-        self.threads = [threading.Thread(target=self._feed_runs, daemon=True)]
-        self.threads += [threading.Thread(target=self._feed_files, args=(t,), daemon=True) for t in self.artifacts]
-        for thread in self.threads:
+        self.store_threads = [threading.Thread(target=self._feed_runs, args=(t,), daemon=True) for t in self.stores]
+        self.file_threads = [threading.Thread(target=self._feed_files, args=(t,), daemon=True) for t in self.artifacts]
+        for thread in self.store_threads + self.file_threads:
             thread.start()
 
     def submit(self, payloads: list[dict[str, Any]]) -> list[Future]:
@@ -458,11 +458,11 @@ class WriterPool:
             self.runs.put((payloads[i : i + self.CHUNK], futures[i : i + self.CHUNK]))
         return futures
 
-    def _feed_runs(self) -> None:
+    def _feed_runs(self, tracker: Tracker) -> None:
         while (item := self.runs.get()) is not None:
             payloads, futures = item
             try:
-                written, failures = self.store[0].log_runs([{k: p[k] for k in _RUN_KEYS} for p in payloads])
+                written, failures = tracker.log_runs([{k: p[k] for k in _RUN_KEYS} for p in payloads])
             except TrackingError as err:
                 written, failures = [None] * len(payloads), [str(err)]
             _warn_failures(failures)
@@ -472,26 +472,32 @@ class WriterPool:
                     future.set_result(None)
                 else:
                     jobs.append((future, done[0], {**payload, "artifact_uri": done[1]}))
-            if jobs:
+            if jobs and self.artifacts:
                 self.files.put(jobs)
-        for _ in self.artifacts:
-            self.files.put(None)
+            elif jobs:
+                self._store_files(tracker, jobs)
 
     def _feed_files(self, tracker: Tracker) -> None:
         while (jobs := self.files.get()) is not None:
-            try:
-                _warn_failures(tracker.log_run_artifacts([{k: j[k] for k in _FILE_KEYS} for _, _, j in jobs]))
-            except TrackingError as err:
-                _warn_failures([str(err)])
-            for future, run_id, _ in jobs:
-                future.set_result(run_id)
+            self._store_files(tracker, jobs)
+
+    @staticmethod
+    def _store_files(tracker: Tracker, jobs: list) -> None:
+        try:
+            _warn_failures(tracker.log_run_artifacts([{k: j[k] for k in _FILE_KEYS} for _, _, j in jobs]))
+        except TrackingError as err:
+            _warn_failures([str(err)])
+        for future, run_id, _ in jobs:
+            future.set_result(run_id)
 
     def close(self) -> None:
-        """Let the writers finish what is queued, then stop them."""
-        self.runs.put(None)
-        for thread in self.threads:
-            thread.join()
-        for tracker in self.trackers:
+        """Let the writers finish what is queued, then stop this pool's own."""
+        for queue_, threads in ((self.runs, self.store_threads), (self.files, self.file_threads)):
+            for _ in threads:
+                queue_.put(None)
+            for thread in threads:
+                thread.join()
+        for tracker in self.own:
             tracker.close()
 
 

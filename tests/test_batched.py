@@ -310,3 +310,20 @@ def test_interrupted_population_is_recorded_as_killed(tmp_path, cli_env):
         assert 0 < epochs < 3000000
         assert client.get_metric_history(child.info.run_id, "loss")[-1].step == epochs
         assert child.data.tags["gdexp.status"] == "killed"
+
+
+@pytest.mark.slow
+def test_resume_of_a_batched_sweep_trains_only_the_missing_runs(tmp_path, cli_env):
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    first = gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.05", "epochs=50"], tmp_path, cli_env)
+    assert first.returncode == 0, first.stderr
+    again = ["-m", "hydra/launcher=batched", "lr=0.01,0.05,0.1,0.2", "epochs=50", "tracking.skip_finished=true"]
+    resumed = gdexp(again, tmp_path, cli_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("skipped: finished already") == 2 and "training 2 runs" in resumed.stdout
+    children = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["lr"] for r in children) == ["0.01", "0.05", "0.1", "0.2"]
+    third = gdexp(again, tmp_path, cli_env)
+    assert third.returncode == 0 and third.stdout.count("skipped: finished already") == 4
+    assert "training" not in third.stdout
+    assert len([r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]) == 4

@@ -37,6 +37,10 @@ MEMBER_KEYS = frozenset(
 )
 
 
+# Memory for a population's histories (its float32 buffers and their float64 copies).
+HISTORY_BYTES = 2 * 1024**3
+
+
 def member_override(override: Any) -> bool:
     """Whether a parsed override only sets a per-member key (so needs no composition of its own)."""
     plain = not (override.is_add() or override.is_force_add() or override.is_delete())
@@ -202,12 +206,15 @@ def _compose(context: Any, config: DictConfig, overrides: list[str]) -> DictConf
 
 def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: list[Any]) -> list[list[Member]] | None:
     """The populations a group of jobs trains as; None when the group cannot be batched."""
-    from gdexp.config import ConfigError, validate
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from gdexp.config import ConfigError, config_hash, validate
     from gdexp.data import load_data
     from gdexp.population import lr_linear
     from gdexp.run import record_job_error
+    from gdexp.tracking import run_name
 
-    if base.engine.value == "numpy" or (base.tracking.enabled and base.tracking.skip_finished):
+    if base.engine.value == "numpy":
         return None
     try:
         validate(base)
@@ -219,6 +226,7 @@ def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: 
     task = copy.deepcopy(base)
     with read_write(task), open_dict(task):
         del task["hydra"]
+    finished = _finished_runs(base, launch_dir)
     members = []
     for job, folder in zip(group, _output_dirs(base, group)):
         try:
@@ -227,15 +235,38 @@ def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: 
         except Exception as err:  # one bad member fails alone, as a per-run job would
             record_job_error(job.overrides, err, multirun=True)
             continue
+        done = finished.get(config_hash(cfg)) if finished else None
+        if done:
+            print(f"gdexp [{run_name(job.overrides)}] skipped: finished already as MLflow run {done}")
+            returns[job.index] = JobReturn(
+                overrides=job.overrides, status=JobStatus.COMPLETED, _return_value={"status": "skipped"}
+            )
+            continue
         members.append(Member(job, cfg, folder))
-    if not members:
-        return []
     if lr_linear(base.optimizer):
-        return [members]
-    by_lr: dict[float, list[Member]] = {}
-    for member in members:
-        by_lr.setdefault(float(member.cfg.lr), []).append(member)
-    return list(by_lr.values())
+        groups = [members] if members else []
+    else:
+        by_lr: dict[float, list[Member]] = {}
+        for member in members:
+            by_lr.setdefault(float(member.cfg.lr), []).append(member)
+        groups = list(by_lr.values())
+    # A population keeps every member's whole history in memory until it ends: split the big ones.
+    per_epoch = (data.n_targets * (data.n_features + 1) + 1) * (8 if base.dtype.value == "float64" else 4) * 3
+    out = []
+    for group in groups:
+        size = max(1, HISTORY_BYTES // (per_epoch * (1 + max(m.cfg.epochs for m in group))))
+        out.extend(group[i : i + size] for i in range(0, len(group), size))
+    return out
+
+
+def _finished_runs(base: DictConfig, launch_dir: Path) -> dict[str, str]:
+    """For ``tracking.skip_finished``: config hash -> FINISHED run id in the group's experiment,
+    from one search (the per-run path asks once per job)."""
+    if not (base.tracking.enabled and base.tracking.skip_finished):
+        return {}
+    from gdexp.tracking import Tracker, resolve_uri
+
+    return Tracker.get(resolve_uri(base.tracking.uri, launch_dir), base.tracking.experiment).finished_runs()
 
 
 def _output_dirs(base: DictConfig, jobs: list[Job]) -> list[Path]:

@@ -181,7 +181,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 pass
         if down:
             failure = failure or f"{op}: the tracking server is down"
-            if op in ("start", "end", "find_finished", "runs", "artifacts"):
+            if op in ("start", "end", "find_finished", "finished_runs", "runs", "artifacts"):
                 conn.send(("error", "the tracking server is not answering", None))
                 failure = None
             elif op == "close":
@@ -220,6 +220,22 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 (jobs,) = args
                 conn.send(("ok", _write_artifacts(uri, jobs, save_loss_curve), failure))
                 failure = None
+            elif op == "finished_runs":
+                found, token = {}, None
+                while True:
+                    page = _retrying(
+                        client.search_runs,
+                        [experiment_id],
+                        "attributes.status = 'FINISHED'",
+                        max_results=10000,
+                        page_token=token,
+                    )
+                    for run in page:
+                        found.setdefault(run.data.tags.get("gdexp.config_hash"), run.info.run_id)
+                    token = page.token
+                    if not token:
+                        break
+                conn.send(("ok", found, failure))
             elif op == "find_finished":
                 (config_hash,) = args
                 found = _retrying(
@@ -240,7 +256,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
             down = remote and _connection_lost(err)
             failure = f"{op}: {type(err).__name__}: {_first_line(err)}"
-            if op in ("start", "end", "find_finished", "runs", "artifacts"):
+            if op in ("start", "end", "find_finished", "finished_runs", "runs", "artifacts"):
                 conn.send(("error", failure, None))
                 failure = None
     for run_id in open_runs:
@@ -374,6 +390,11 @@ class Tracker:
     def finished_run(self, config_hash: str) -> str | None:
         """The id of a FINISHED run of the experiment with this config hash, if there is one."""
         return self._call("find_finished", config_hash)
+
+    def finished_runs(self) -> dict[str, str]:
+        """Config hash -> id of a FINISHED run, for every finished run of the experiment (one
+        paged search: what a batched sweep's resume checks its jobs against)."""
+        return self._call("finished_runs")
 
     def _send(self, *message: Any) -> None:
         # Asynchronous writes: a writer that is gone loses nothing the run's record keeps.

@@ -28,13 +28,21 @@ OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagra
 RTOL = 1e-5
 
 
-def close(batched: np.ndarray, per_run: np.ndarray) -> bool:
-    """Equal to 1e-5 relative to the curve's own scale (a loss that converged to 1e-13 is rounding
-    noise in float32, so each point is not compared on its own scale)."""
-    scale = np.max(np.abs(per_run[np.isfinite(per_run)]), initial=1e-30)
+def close(batched: np.ndarray, per_run: np.ndarray, scale: float) -> bool:
+    """Equal to 1e-5 relative, point by point, with the problem's own ``scale`` as the floor where
+    a value passes through zero (a weight oscillating around 0 under momentum, say)."""
     both_bad = ~np.isfinite(batched) & ~np.isfinite(per_run)
     diff = np.where(both_bad, 0.0, np.abs(batched - per_run))
-    return batched.shape == per_run.shape and bool(np.all(diff <= RTOL * scale))
+    return batched.shape == per_run.shape and bool(np.all(diff <= RTOL * (np.abs(per_run) + scale)))
+
+
+def same_curves(folder: Path, outcome) -> bool:
+    """A batched member's history.csv against the per-run engine's run of the same config: the
+    loss on the scale of the first epoch's, the parameters on the scale of the optimum's."""
+    loss, params = read_history(folder)
+    h = outcome.history
+    optimum = max(abs(v) for k, v in outcome.summary.items() if "_star" in k)
+    return close(loss, np.asarray(h.loss), abs(h.loss[0])) and close(params, np.asarray(h.params), optimum)
 
 
 # --------------------------------------------------------------------------- the lr = 1 step
@@ -148,9 +156,7 @@ def test_every_member_equals_the_per_run_lightning_engine(optimizer, sweep, tmp_
                 overrides = [f"optimizer={optimizer}", f"lr={lr}", f"bias={bias}", f"epochs={epochs}"]
                 name = f"optimizer={optimizer},lr={lr},bias={bias},epochs={epochs},data=line_intercept"
                 outcome = run([*overrides, "data=line_intercept", "engine=lightning"], tmp_path)
-                loss, params = read_history(dirs[name])
-                assert close(loss, np.asarray(outcome.history.loss)), name
-                assert close(params, np.asarray(outcome.history.params)), name
+                assert same_curves(dirs[name], outcome), name
                 diverged += outcome.history.diverged
                 record = json.loads((dirs[name] / "run.json").read_text())
                 assert record["tags"]["gdexp.status"] == outcome.status, name
@@ -195,6 +201,22 @@ def test_every_member_is_its_own_complete_child_run(sweep, tmp_path):
     loss = client.get_metric_history(member.info.run_id, "loss")
     assert [m.step for m in loss] == list(range(1, 71))
     assert [m.step for m in client.get_metric_history(member.info.run_id, "b")] == list(range(0, 71))
+
+
+@pytest.mark.slow
+def test_members_with_their_own_seed_and_init_equal_the_per_run_engine(tmp_path, cli_env):
+    grid = ["init=default,normal", "seed=0,1,2", "bias=true,false", "lr=0.05", "epochs=50", "data=line_intercept"]
+    result = gdexp(["-m", "hydra/launcher=batched", *grid], tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert "training 12 runs" in result.stdout  # one population
+    dirs = job_dirs(tmp_path)
+    assert len(dirs) == 12
+    starts = set()
+    for name, folder in dirs.items():
+        outcome = run(name.split(","), tmp_path)
+        assert same_curves(folder, outcome), name
+        starts.add(tuple(outcome.history.params[0]))
+    assert len(starts) == 12  # every member started from its own initial parameters
 
 
 @pytest.mark.slow
@@ -266,9 +288,7 @@ def test_an_added_optimizer_not_known_linear_in_lr_trains_one_population_per_lr(
     for lr in ("0.01", "0.05"):
         for bias in ("true", "false"):
             name = f"optimizer=asgd,epochs=30,data=line_intercept,lr={lr},bias={bias}"
-            loss, params = read_history(dirs[name])
-            ref = run([*common, f"lr={lr}", f"bias={bias}"], tmp_path).history
-            assert close(loss, np.asarray(ref.loss)) and close(params, np.asarray(ref.params)), name
+            assert same_curves(dirs[name], run([*common, f"lr={lr}", f"bias={bias}"], tmp_path)), name
 
 
 @pytest.mark.slow

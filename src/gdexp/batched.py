@@ -1,6 +1,6 @@
 """``hydra/launcher=batched``: a multirun's jobs trained as populations, each its own MLflow run.
 
-The launcher (``hydra_plugins.gdexp_batched_launcher``) hands the job list to :func:`launch`:
+The launcher (``hydra_plugins.gdexp_plugins.batched_launcher``) hands the job list to :func:`launch`:
 
 1. **Group.** A job's overrides of :data:`MEMBER_KEYS` (lr, epochs, seed, init, bias, ...) may
    differ inside a population; every other override (optimizer, data, engine, ...) is composed
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +116,7 @@ def validate_jobs(loader: Any, config: DictConfig, job_overrides: list[list[str]
 
 
 @dataclass
-class Member:
+class MemberJob:
     """A job that trains inside a population."""
 
     job: Job
@@ -164,7 +163,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         by_rest: dict[tuple[str, ...], list[Job]] = {}
         for job in jobs:
             by_rest.setdefault(job.rest, []).append(job)
-        populations: list[tuple[str, DictConfig, list[Member]]] = []
+        populations: list[tuple[str, DictConfig, list[MemberJob]]] = []
         for rest, group in by_rest.items():
             base = _compose(context, config, list(rest))
             found = _populations(base, group, launch_dir, returns) if base is not None else None
@@ -204,7 +203,9 @@ def _compose(context: Any, config: DictConfig, overrides: list[str]) -> DictConf
         return None
 
 
-def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: list[Any]) -> list[list[Member]] | None:
+def _populations(
+    base: DictConfig, group: list[Job], launch_dir: Path, returns: list[Any]
+) -> list[list[MemberJob]] | None:
     """The populations a group of jobs trains as; None when the group cannot be batched."""
     from hydra.core.utils import JobReturn, JobStatus
 
@@ -242,11 +243,11 @@ def _populations(base: DictConfig, group: list[Job], launch_dir: Path, returns: 
                 overrides=job.overrides, status=JobStatus.COMPLETED, _return_value={"status": "skipped"}
             )
             continue
-        members.append(Member(job, cfg, folder))
+        members.append(MemberJob(job, cfg, folder))
     if lr_linear(base.optimizer):
         groups = [members] if members else []
     else:
-        by_lr: dict[float, list[Member]] = {}
+        by_lr: dict[float, list[MemberJob]] = {}
         for member in members:
             by_lr.setdefault(float(member.cfg.lr), []).append(member)
         groups = list(by_lr.values())
@@ -303,7 +304,7 @@ def _train_and_record(
     launcher: Any,
     label: str,
     base: DictConfig,
-    members: list[Member],
+    members: list[MemberJob],
     launch_dir: Path,
     writers: _Writers,
     returns: list[Any],
@@ -385,7 +386,7 @@ def _sweep_record(base: DictConfig) -> dict[str, Any] | None:
 
 def _record_member(
     launcher: Any,
-    member: Member,
+    member: MemberJob,
     m: int,
     curves: Any,
     data: Any,
@@ -394,12 +395,13 @@ def _record_member(
     launch_dir: Path,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Write one member's job directory; its outcome and the writer's payload for its MLflow run."""
-    from gdexp.analysis import pred_names, predictions, status, summarize
-    from gdexp.config import config_hash, config_yaml, flatten, resolved
+    from gdexp.analysis import pred_names, status
+    from gdexp.config import config_yaml, flatten, resolved
     from gdexp.data import predict_points
     from gdexp.history import History, param_names
     from gdexp.record import RunRecord
-    from gdexp.tracking import resolve_uri, run_name, source_tags
+    from gdexp.run import closing_metrics, run_tags
+    from gdexp.tracking import resolve_uri, run_name
 
     cfg, job, folder = member.cfg, member.job, member.output_dir
     plain = resolved(cfg)
@@ -421,18 +423,11 @@ def _record_member(
     name = run_name(job.overrides)
     uri = resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
     parent = (sweep or {}).get("parent_run_id")
-    tags = {
-        **source_tags(),
-        "gdexp.overrides": " ".join(job.overrides),
-        "gdexp.engine": cfg.engine.value,
-        "gdexp.config_hash": config_hash(plain),
-        "gdexp.output_dir": str(folder),
-        "gdexp.record_id": uuid.uuid4().hex,
-        "gdexp.population": f"{size} runs trained as one population; MLflow curves on an even grid of "
-        f"{launcher.curve_points} steps, every epoch in history.csv",
-    }
-    if parent:
-        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    tags = run_tags(plain, job.overrides, folder, parent)
+    tags["gdexp.population"] = (
+        f"{size} runs trained as one population; MLflow curves on an even grid of "
+        f"{launcher.curve_points} steps, every epoch in history.csv"
+    )
     flat = flatten(plain)
     record = RunRecord(
         folder,
@@ -456,11 +451,8 @@ def _record_member(
     (folder / "config.yaml").write_text(config_yaml(plain))
     record.append_history()
 
-    summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
+    summary, _, _, final_rows = closing_metrics(cfg, history, data, points, pred_cols)
     run_status = status(history, cfg.converge_tol) if end_status == "FINISHED" else "killed"
-    first, last = (predictions(history.params[i], points, data, bias).ravel().tolist() for i in (0, -1))
-    final_rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(pred_cols, first)]
-    final_rows += [(k, v, epochs) for k, v in zip(pred_cols, last)] if epochs else []
     tags["gdexp.status"] = run_status
     record.save(status=end_status, tags=tags, metrics=final_rows)
     outcome = {"run_id": None, "status": run_status, **summary}
@@ -492,12 +484,12 @@ class _Writers:
     def __init__(self, size: int, pools: dict[tuple[str, str], Any]):
         self.size = size
         self.pools = pools
-        self.pending: list[tuple[Member, Any]] = []  # (member, future of its MLflow run id)
+        self.pending: list[tuple[MemberJob, Any]] = []  # (member, future of its MLflow run id)
 
-    def submit(self, payloads: list[tuple[Member, dict[str, Any]]]) -> None:
+    def submit(self, payloads: list[tuple[MemberJob, dict[str, Any]]]) -> None:
         from gdexp.tracking import WriterPool
 
-        by_store: dict[tuple[str, str], list[tuple[Member, dict[str, Any]]]] = {}
+        by_store: dict[tuple[str, str], list[tuple[MemberJob, dict[str, Any]]]] = {}
         for member, payload in payloads:
             by_store.setdefault(payload.pop("store"), []).append((member, payload))
         for store, items in by_store.items():

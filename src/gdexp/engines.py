@@ -82,15 +82,16 @@ def make_optimizer(cfg: DictConfig, lr: float | None = None):
     return instantiate(spec, _convert_="all")
 
 
-def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches: Batches) -> None:
+def fit(module, loader, *, epochs: int, accelerator: str, dtype: str) -> None:
+    """Fit a LightningModule on in-memory batches with gdexp's Trainer: no logger, checkpoints,
+    progress bar or validation (the run's History and the tracker do that work)."""
     import pytorch_lightning as pl
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    module = LinearRegression(linear, make_optimizer(cfg), cfg.loss_reduction.value, history)
     trainer = pl.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator.value,
+        max_epochs=epochs,
+        accelerator=accelerator,
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -98,14 +99,19 @@ def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        precision="64-true" if cfg.dtype.value == "float64" else "32-true",
+        precision="64-true" if dtype == "float64" else "32-true",
     )
-    loader = _TensorBatches(batches, torch.from_numpy(data.X), torch.from_numpy(data.Y))
     with warnings.catch_warnings():
         # Tiny in-memory batches: Lightning's advice about workers and returning None does not apply.
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
         trainer.fit(module, train_dataloaders=loader)
+
+
+def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches: Batches) -> None:
+    module = LinearRegression(linear, make_optimizer(cfg), cfg.loss_reduction.value, history)
+    loader = _TensorBatches(batches, torch.from_numpy(data.X), torch.from_numpy(data.Y))
+    fit(module, loader, epochs=cfg.epochs, accelerator=cfg.accelerator.value, dtype=cfg.dtype.value)
 
 
 def _autograd(cfg: DictConfig, data: Dataset, linear, history: History, batches: Batches) -> None:

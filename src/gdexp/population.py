@@ -11,9 +11,7 @@ whose loss diverges is frozen at that epoch, as the per-run engines stop it.
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -161,26 +159,9 @@ def train_population(
     stop: Callable[[], bool] = lambda: False,
 ) -> Curves:
     """Train ``members`` full-batch on (X, Y) with a Lightning Trainer; their curves."""
-    from gdexp.engines import Batches, _TensorBatches
+    from gdexp.engines import Batches, _TensorBatches, fit
 
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     module = Population(members, make_optimizer, reduction, scale_lr, stop)
-    trainer = pl.Trainer(
-        max_epochs=max(m.epochs for m in members),
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        precision="64-true" if dtype == "float64" else "32-true",
-    )
     loader = _TensorBatches(Batches(len(X), None, 0), torch.from_numpy(X), torch.from_numpy(Y))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="pytorch_lightning")
-        warnings.filterwarnings("ignore", module="lightning_fabric")
-        trainer.fit(module, train_dataloaders=loader)
+    fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)
     return module.curves()

@@ -28,6 +28,7 @@ from gdexp.config import (
     flatten,
     group_options,
     register_configs,
+    resolved,
     validate,
 )
 from gdexp.data import Dataset, load_data, predict_points
@@ -130,6 +131,37 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
     return jobs
 
 
+def run_tags(
+    cfg: DictConfig | dict[str, Any], overrides: list[str], output_dir: Path, parent: str | None
+) -> dict[str, str]:
+    """A run's tags as it starts (``gdexp.status`` comes at its end); ``cfg`` may be resolved."""
+    plain = resolved(cfg)
+    tags = {
+        **source_tags(),
+        "gdexp.overrides": " ".join(overrides),
+        "gdexp.engine": plain["engine"],
+        "gdexp.config_hash": config_hash(plain),
+        "gdexp.output_dir": str(output_dir),
+        "gdexp.record_id": uuid.uuid4().hex,
+    }
+    if parent:
+        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    return tags
+
+
+def closing_metrics(
+    cfg: DictConfig, history: History, data: Dataset, points: list[list[float]], pred_cols: list[str]
+) -> tuple[dict[str, float], list[float], list[float], list[tuple[str, float, int]]]:
+    """A finished run's summary metrics, its predictions before and after, and the metric rows
+    that record both (summary and predictions before at step 0, predictions after at the end)."""
+    bias = bool(cfg.bias)
+    summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
+    first, last = (predictions(history.params[i], points, data, bias).ravel().tolist() for i in (0, -1))
+    rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(pred_cols, first)]
+    rows += [(k, v, history.epochs) for k, v in zip(pred_cols, last)] if history.epochs else []
+    return summary, first, last, rows
+
+
 @dataclass
 class Outcome:
     """What a job returns to Hydra (and to tests)."""
@@ -167,17 +199,8 @@ def run_job(
 
     bias, name = cfg.bias, run_name(overrides)
     linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed, cfg.dtype.value)
-    tags = {
-        **source_tags(),
-        "gdexp.overrides": " ".join(overrides),
-        "gdexp.engine": cfg.engine.value,
-        "gdexp.config_hash": config_hash(cfg),
-        "gdexp.output_dir": str(output_dir),
-        "gdexp.record_id": uuid.uuid4().hex,
-    }
     parent = (sweep or {}).get("parent_run_id")
-    if parent:
-        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    tags = run_tags(cfg, overrides, output_dir, parent)
     params = flatten(cfg)
     run_id = None
     if tracker is not None:
@@ -239,11 +262,8 @@ def run_job(
                 raise
     finally:
         history.flush()
-        summary = summarize(history, data, bias, cfg.loss_reduction.value, cfg.converge_tol, points)
+        summary, first, last, final_rows = closing_metrics(cfg, history, data, points, pred_cols)
         run_status = status(history, cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
-        first, last = (predictions(history.params[i], points, data, bias).ravel().tolist() for i in (0, -1))
-        final_rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(pred_cols, first)]
-        final_rows += [(k, v, history.epochs) for k, v in zip(pred_cols, last)] if history.epochs else []
         record.save(status=end_status, tags={**tags, "gdexp.status": run_status}, metrics=final_rows)
         if tracker is not None and run_id is not None:
             try:

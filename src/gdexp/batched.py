@@ -8,9 +8,9 @@ The launcher (``hydra_plugins.gdexp_plugins.batched_launcher``) hands the job li
 2. **Member configs.** Each member's overrides are applied to its group's composed config the way
    Hydra applies them, so its params and config hash are the per-run job's.
 3. **Train.** A group is one :class:`gdexp.population.Population` when its engine is ``lightning``
-   or ``autograd``, it trains full-batch, and its optimizer's step is linear in lr (otherwise the
-   members that share an lr are one population). ``engine=numpy`` and minibatch jobs run as
-   ordinary Hydra jobs.
+   or ``autograd`` and its optimizer's step is linear in lr (otherwise the members that share an
+   lr are one population). Full batch or minibatches of the group's ``batch_size``, each member
+   drawing its own from its seed. ``engine=numpy`` jobs run as ordinary Hydra jobs.
 4. **Record.** Each member gets the per-run job's directory (``run.json``, ``config.yaml``,
    ``history.csv`` at full resolution) and its own child run under the sweep's parent, with the
    same params, tags, summary metrics and artifacts. Its metric curves are thinned to an even grid
@@ -222,8 +222,6 @@ def _populations(
         data = load_data(base.data, launch_dir)
     except ConfigError:
         return None
-    if base.batch_size is not None and base.batch_size < len(data.X):
-        return None
     task = copy.deepcopy(base)
     with read_write(task), open_dict(task):
         del task["hydra"]
@@ -349,6 +347,8 @@ def _train_and_record(
             scale_lr=scale_lr,
             accelerator=base.accelerator.value,
             dtype=dtype,
+            batch_size=base.batch_size,
+            seeds=[int(m.cfg.seed) for m in members],
             stop=lambda: signals.interrupt is not None,
         )
     trained = time.monotonic() - started

@@ -12,7 +12,7 @@ whose loss diverges is frozen at that epoch, as the per-run engines stop it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +58,8 @@ class Curves:
 
 
 class Population(pl.LightningModule):
-    """Stacked ``nn.Linear`` members with MSE, trained full-batch with per-member learning rates."""
+    """Stacked ``nn.Linear`` members with MSE and per-member learning rates, trained on the full
+    batch or on each member's own minibatches."""
 
     def __init__(
         self,
@@ -84,6 +85,8 @@ class Population(pl.LightningModule):
         self.register_buffer("active", torch.ones(len(members), dtype=torch.bool))
         self.register_buffer("diverged", torch.zeros(len(members), dtype=torch.bool))
         self.register_buffer("epochs_run", torch.zeros(len(members), dtype=torch.long))
+        self.register_buffer("batch_loss_sum", torch.zeros(len(members), dtype=torch.float64))
+        self.register_buffer("batches", torch.zeros(len(members), dtype=torch.long))
         most = max(m.epochs for m in members)
         self.register_buffer("loss_history", torch.full((most, len(members)), math.nan, dtype=dtype))
         width = n_targets * (n_features + 1)
@@ -97,17 +100,17 @@ class Population(pl.LightningModule):
         return torch.cat([self.weight.detach().flatten(1), self.bias.detach()], dim=1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        epoch = self.current_epoch
-        pred = torch.einsum("nf,mtf->mnt", x, self.weight) + (self.bias * self.bias_mask)[:, None, :]
+        x, y = batch  # the full batch, shared: (samples, ...); minibatches, each member's own: (members, samples, ...)
+        inputs = "nf,mtf->mnt" if x.dim() == 2 else "mnf,mtf->mnt"
+        pred = torch.einsum(inputs, x, self.weight) + (self.bias * self.bias_mask)[:, None, :]
         squared = (pred - y).square()
         loss = squared.mean(dim=(1, 2))
         objective = loss if self.reduction == "mean" else squared.sum(dim=(1, 2))
-        running = self.active
+        running = self.active & ~self.diverged  # a member that diverged this epoch sits out its other batches
         bad = ~torch.isfinite(loss) | (loss.detach().double() > self.diverge_above)
         step = running & ~bad  # a diverging member's update is skipped, as the per-run engines skip it
-        self.loss_history[epoch] = loss.detach()
-        self.epochs_run += running
+        self.batch_loss_sum += torch.where(running, loss.detach().double(), 0.0)
+        self.batches += running
         self.diverged |= running & bad
 
         optimizer = self.optimizers()
@@ -122,10 +125,17 @@ class Population(pl.LightningModule):
                 # p - p0 is the lr = 1 step (exact: the two are close); lr times it is the member's.
                 moved = p0 + self.lr.view(shape) * (p - p0) if self.scale_lr else p
                 p.copy_(torch.where(step.view(shape), moved, p0))
-            self.param_history[epoch + 1] = self._rows()
-        self.active = step & (self.epochs > epoch + 1)
 
     def on_train_epoch_end(self) -> None:
+        # The epoch's loss is the mean of its batches' (as History.end_epoch takes it), and the
+        # parameters after it; members stop at their own epoch count or when they diverged.
+        epoch = self.current_epoch
+        self.loss_history[epoch] = (self.batch_loss_sum / self.batches.clamp(min=1)).to(self.loss_history.dtype)
+        self.param_history[epoch + 1] = self._rows()
+        self.epochs_run += self.active
+        self.active = self.active & ~self.diverged & (self.epochs > epoch + 1)
+        self.batch_loss_sum.zero_()
+        self.batches.zero_()
         if self.stop():
             self.interrupted = True
             self.trainer.should_stop = True
@@ -146,6 +156,32 @@ class Population(pl.LightningModule):
         )
 
 
+class MemberBatches:
+    """The batches of one epoch for every member: the full batch, shared; or each member's own
+    minibatches, shuffled from its own seed exactly as :class:`gdexp.engines.Batches` shuffles a
+    per-run job's (members with the same seed share the draw)."""
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int | None, seeds: list[int]):
+        from gdexp.engines import Batches
+
+        unique = sorted(set(seeds))
+        self.X, self.Y = X, Y
+        self.draws = [Batches(len(X), batch_size, seed) for seed in unique]
+        self.member_draw = torch.tensor([unique.index(seed) for seed in seeds])
+
+    def __len__(self) -> int:
+        return len(self.draws[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.draws[0].size is None:
+            yield self.X, self.Y
+            return
+        epoch = [list(draw) for draw in self.draws]  # one shuffle per seed, as each job draws it
+        for k in range(len(self)):
+            idx = torch.stack([torch.as_tensor(order[k]) for order in epoch])[self.member_draw]
+            yield self.X[idx], self.Y[idx]
+
+
 def train_population(
     X: np.ndarray,
     Y: np.ndarray,
@@ -156,12 +192,15 @@ def train_population(
     scale_lr: bool,
     accelerator: str,
     dtype: str,
+    batch_size: int | None = None,
+    seeds: list[int] | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> Curves:
-    """Train ``members`` full-batch on (X, Y) with a Lightning Trainer; their curves."""
-    from gdexp.engines import Batches, _TensorBatches, fit
+    """Train ``members`` on (X, Y) with a Lightning Trainer, full-batch or in minibatches of
+    ``batch_size`` drawn from each member's seed; their curves."""
+    from gdexp.engines import fit
 
     module = Population(members, make_optimizer, reduction, scale_lr, stop)
-    loader = _TensorBatches(Batches(len(X), None, 0), torch.from_numpy(X), torch.from_numpy(Y))
+    loader = MemberBatches(torch.from_numpy(X), torch.from_numpy(Y), batch_size, seeds or [0] * len(members))
     fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)
     return module.curves()

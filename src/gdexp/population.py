@@ -3,10 +3,11 @@
 A population stacks its members' ``nn.Linear`` parameters: weights of shape (members, targets,
 features) and biases of shape (members, targets), with a mask for the members that have no bias.
 One Lightning training step computes every member's MSE on its batch at once (the full batch, or
-each member's own minibatch), and the config's own ``torch.optim`` optimizer updates every member. Each member keeps its own learning rate: the
-optimizer steps with lr = 1 and the step is scaled per member, which is exact for optimizers whose
-update is proportional to lr (:func:`lr_linear`). Members stop at their own epoch count; a member
-whose loss diverges is frozen at that epoch, as the per-run engines stop it.
+each member's own minibatch), and the config's own ``torch.optim`` optimizer updates every
+member. Each member keeps its own learning rate: the optimizer steps with lr = 1 and the step is
+scaled per member, which is exact for optimizers whose update is proportional to lr
+(:func:`lr_linear`). Members stop at their own epoch count; a member whose loss diverges is frozen
+at that epoch, as the per-run engines stop it.
 """
 
 from __future__ import annotations

@@ -54,13 +54,13 @@ def _close_writers():
     Tracker.close_all()
 
 
-def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, **kw):
-    """Run ``python -m gdexp.run ARGS`` as a user would, in ``cwd``."""
+def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, module: str = "gdexp.run", **kw):
+    """Run ``python -m MODULE ARGS`` (gdexp.run unless told) as a user would, in ``cwd``."""
     import subprocess
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "gdexp.run", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -68,6 +68,16 @@ def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300,
         timeout=timeout,
         **kw,
     )
+
+
+def start_gdexp(args: list[str], cwd: Path, env: dict[str, str], **kw):
+    """Start ``python -m gdexp.run ARGS`` in ``cwd`` without waiting: a process to signal or kill.
+    Its output is piped as text unless ``kw`` says otherwise."""
+    import subprocess
+    import sys
+
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
+    return subprocess.Popen([sys.executable, "-m", "gdexp.run", *args], cwd=cwd, env=env, **kw)
 
 
 def all_runs(uri: str):

@@ -7,15 +7,13 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import all_runs, gdexp, make_config, run
+from conftest import all_runs, gdexp, make_config, run, start_gdexp
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
@@ -240,9 +238,7 @@ def test_long_curves_are_thinned_in_mlflow_and_whole_in_history_csv(tmp_path, cl
             s: pytest.approx(full[s - 1]) for s in loss
         }
     # gdexp.sync finds every thinned run up to date: it does not fill the grid back in
-    synced = subprocess.run(
-        [sys.executable, "-m", "gdexp.sync", str(tmp_path / "multirun")], capture_output=True, text=True, env=cli_env
-    )
+    synced = gdexp([str(tmp_path / "multirun")], tmp_path, cli_env, module="gdexp.sync")
     assert synced.returncode == 0, synced.stderr
     assert "0 created, 0 completed, 4 up to date" in synced.stdout
 
@@ -318,14 +314,7 @@ def test_bad_values_stop_a_batched_sweep_before_any_run(tmp_path, cli_env):
 @pytest.mark.slow
 def test_interrupted_population_is_recorded_as_killed(tmp_path, cli_env):
     args = ["-m", "hydra/launcher=batched", "lr=0.001,0.002", "epochs=3000000", "data=line_intercept", "bias=true"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.run", *args],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_gdexp(args, tmp_path, cli_env)
     for line in proc.stdout:  # signal once the population trains, not while Python still imports
         if "training 2 runs" in line:
             break

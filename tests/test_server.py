@@ -6,12 +6,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, gdexp, wait_until
+from conftest import all_runs, gdexp, start_gdexp, wait_until
 from mlflow import MlflowClient
 from servers import MlflowServer, Postgres
 from test_scaleout import GRID, assert_complete_sweep
@@ -64,14 +63,7 @@ def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
         "tracking.flush_seconds=0.2",
         f"tracking.uri={server.uri}",
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.run", *args],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sweep = start_gdexp(args, tmp_path, cli_env)
 
     def jobs_in_store():  # kill the server once a few jobs are in it
         return len([r for r in all_runs(server.uri) if "mlflow.parentRunId" in r.data.tags]) >= 3
@@ -85,14 +77,7 @@ def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
     server.start()  # back, on the same database
     sweep_dir = next((tmp_path / "multirun").glob("*/*"))
     for attempt in (1, 2):
-        result = subprocess.run(
-            [sys.executable, "-m", "gdexp.sync", str(sweep_dir)],
-            cwd=tmp_path,
-            env=cli_env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        result = gdexp([str(sweep_dir)], tmp_path, cli_env, timeout=600, module="gdexp.sync")
         assert result.returncode == 0, result.stderr
         if attempt == 2:
             assert result.stdout.strip().splitlines()[-1] == "0 created, 0 completed, 12 up to date"
@@ -111,10 +96,10 @@ def test_server_killed_mid_sweep_then_sync_twice(server, tmp_path, cli_env):
 
 def test_sigkilled_job_leaves_a_record_that_sync_pushes_as_failed(tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.run", "epochs=1000000", "engine=autograd", "tracking.flush_seconds=0.2"],
-        cwd=tmp_path,
-        env=cli_env,
+    proc = start_gdexp(
+        ["epochs=1000000", "engine=autograd", "tracking.flush_seconds=0.2"],
+        tmp_path,
+        cli_env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -129,14 +114,7 @@ def test_sigkilled_job_leaves_a_record_that_sync_pushes_as_failed(tmp_path, cli_
     os.killpg(proc.pid, signal.SIGKILL)  # the job and its MLflow writer: nothing gets to clean up
     proc.wait()
     rows_on_disk = len((record / "history.csv").read_text().splitlines()) - 1
-    result = subprocess.run(
-        [sys.executable, "-m", "gdexp.sync", str(record)],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = gdexp([str(record)], tmp_path, cli_env, module="gdexp.sync")
     assert result.returncode == 0, result.stderr
     (run,) = all_runs(uri)
     assert run.info.status == "FAILED"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, gdexp, run, wait_until
+from conftest import all_runs, gdexp, run, start_gdexp, wait_until
 from mlflow import MlflowClient
 
 
@@ -133,14 +133,7 @@ def test_diverging_job_finishes_and_the_sweep_goes_on(tmp_path, cli_env):
 @pytest.mark.parametrize(("sig", "engine"), [(signal.SIGTERM, "lightning"), (signal.SIGINT, "autograd")])
 def test_signal_mid_run_leaves_it_killed_with_its_history(sig, engine, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.run", "epochs=1000000", f"engine={engine}", "tracking.flush_seconds=0.2"],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_gdexp(["epochs=1000000", f"engine={engine}", "tracking.flush_seconds=0.2"], tmp_path, cli_env)
 
     def streaming_run():  # curves are arriving in the store
         runs = all_runs(uri) if (tmp_path / "mlflow.db").exists() else []

@@ -33,11 +33,13 @@ def lr_max_stable(data: Dataset, bias: bool, reduction: str = "mean") -> float:
     return 2.0 / largest if largest > 0 else math.inf
 
 
-def unflatten(row: list[float], data: Dataset, bias: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A parameter row as ``W`` (targets, features) and ``b`` (targets,), in the data's dtype."""
-    n, dtype = data.n_features * data.n_targets, data.X.dtype
-    W = np.asarray(row[:n], dtype=dtype).reshape(data.n_targets, data.n_features)
-    b = np.asarray(row[n:], dtype=dtype) if bias else np.zeros(data.n_targets, dtype)
+def unflatten(row, data: Dataset, bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter row as ``W`` (targets, features) and ``b`` (targets,), in the data's dtype; rows
+    stacked along leading axes give ``W`` and ``b`` with the same leading axes."""
+    P = np.asarray(row, dtype=data.X.dtype)
+    n, lead = data.n_features * data.n_targets, P.shape[:-1]
+    W = P[..., :n].reshape(*lead, data.n_targets, data.n_features)
+    b = P[..., n:] if bias else np.zeros((*lead, data.n_targets), P.dtype)
     return W, b
 
 
@@ -51,6 +53,15 @@ def predictions(row: list[float], points: list[list[float]], data: Dataset, bias
     """Model outputs at ``points``: shape (points, targets)."""
     W, b = unflatten(row, data, bias)
     return np.asarray(points, dtype=data.X.dtype) @ W.T + b
+
+
+def predictions_many(rows: list[list[float]], points: list[list[float]], data: Dataset, bias: bool) -> np.ndarray:
+    """:func:`predictions` for many parameter rows at once, each flattened: (rows, points * targets)."""
+    if not len(rows):
+        return np.empty((0, len(points) * data.n_targets))
+    W, b = unflatten(rows, data, bias)
+    x = np.asarray(points, dtype=data.X.dtype)
+    return (np.matmul(x, W.transpose(0, 2, 1)) + b[:, None, :]).reshape(len(W), -1)
 
 
 def pred_names(points: list[list[float]], n_targets: int) -> list[str]:

@@ -101,18 +101,15 @@ def split_jobs(job_overrides: list[list[str]], initial_job_idx: int) -> list[Job
 def validate_jobs(loader: Any, config: DictConfig, job_overrides: list[list[str]]) -> None:
     """Raise what Hydra's composition of each job would raise, composing each distinct set of
     non-member overrides once and applying each distinct member override to it once."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     checked: set[tuple[tuple[str, ...], str]] = set()
     bases: dict[tuple[str, ...], DictConfig] = {}
-    parser = OverridesParser.create()
     for job in split_jobs(job_overrides, 0):
         if job.rest not in bases:
             bases[job.rest] = loader.load_sweep_config(config, list(job.rest))
         for override in job.member:
             if (job.rest, override.input_line) not in checked:
                 checked.add((job.rest, override.input_line))
-                apply_overrides(bases[job.rest], parser.parse_overrides([override.input_line]))
+                apply_overrides(bases[job.rest], [override])
 
 
 @dataclass
@@ -122,6 +119,16 @@ class MemberJob:
     job: Job
     cfg: DictConfig
     output_dir: Path
+
+
+@dataclass
+class Planned:
+    """A population to train: its group's composed config and data, and its members."""
+
+    label: str
+    base: DictConfig
+    data: Any  # gdexp.data.Dataset, in the config's dtype
+    members: list[MemberJob]
 
 
 def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Any]:
@@ -151,6 +158,8 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     where they cannot. One ``JobReturn`` per job, in order."""
     from hydra.core.utils import JobReturn, JobStatus, setup_globals
 
+    from gdexp.tracking import read_sweep, sweep_dir
+
     setup_globals()
     config, context = launcher.config, launcher.hydra_context
     launch_dir = Path(config.hydra.runtime.cwd)
@@ -163,16 +172,18 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         by_rest: dict[tuple[str, ...], list[Job]] = {}
         for job in jobs:
             by_rest.setdefault(job.rest, []).append(job)
-        populations: list[tuple[str, DictConfig, list[MemberJob]]] = []
+        populations: list[Planned] = []
         for rest, group in by_rest.items():
             base = _compose(context, config, list(rest))
-            found = _populations(base, group, launch_dir, returns) if base is not None else None
+            label = " ".join(rest) or "default"
+            found = _populations(base, group, launch_dir, returns, label) if base is not None else None
             if found is None:
                 singles.extend(group)
             else:
-                populations.extend((" ".join(rest) or "default", base, members) for members in found)
-        for n, (label, base, members) in enumerate(populations, 1):
-            _train_and_record(launcher, label, base, members, launch_dir, writers, returns, (n, len(populations)))
+                populations.extend(found)
+        sweep = read_sweep(sweep_dir(str(config.hydra.sweep.dir), str(launch_dir)))
+        for n, planned in enumerate(populations, 1):
+            _train_and_record(launcher, planned, sweep, launch_dir, writers, returns, (n, len(populations)))
         written = writers.finish()
         for member_job, run_id in written:
             returns[member_job.index]._return_value["run_id"] = run_id
@@ -180,7 +191,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
             counts = Counter(r._return_value["status"] for r in returns if r is not None and r._return_value)
             shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             print(
-                f"gdexp batched: {sum(len(m) for *_, m in populations)} runs in {len(populations)} "
+                f"gdexp batched: {sum(len(p.members) for p in populations)} runs in {len(populations)} "
                 f"population(s) in {time.monotonic() - started:.1f} s: {shown}",
                 flush=True,
             )
@@ -204,8 +215,8 @@ def _compose(context: Any, config: DictConfig, overrides: list[str]) -> DictConf
 
 
 def _populations(
-    base: DictConfig, group: list[Job], launch_dir: Path, returns: list[Any]
-) -> list[list[MemberJob]] | None:
+    base: DictConfig, group: list[Job], launch_dir: Path, returns: list[Any], label: str
+) -> list[Planned] | None:
     """The populations a group of jobs trains as; None when the group cannot be batched."""
     from hydra.core.utils import JobReturn, JobStatus
 
@@ -219,7 +230,7 @@ def _populations(
         return None
     try:
         validate(base)
-        data = load_data(base.data, launch_dir)
+        data = load_data(base.data, launch_dir).as_dtype(base.dtype.value)
     except ConfigError:
         return None
     task = copy.deepcopy(base)
@@ -254,7 +265,7 @@ def _populations(
     out = []
     for group in groups:
         size = max(1, HISTORY_BYTES // (per_epoch * (1 + max(m.cfg.epochs for m in group))))
-        out.extend(group[i : i + size] for i in range(0, len(group), size))
+        out.extend(Planned(label, base, data, group[i : i + size]) for i in range(0, len(group), size))
     return out
 
 
@@ -300,9 +311,8 @@ def _output_dirs(base: DictConfig, jobs: list[Job]) -> list[Path]:
 
 def _train_and_record(
     launcher: Any,
-    label: str,
-    base: DictConfig,
-    members: list[MemberJob],
+    planned: Planned,
+    sweep: dict[str, Any] | None,
     launch_dir: Path,
     writers: _Writers,
     returns: list[Any],
@@ -312,15 +322,14 @@ def _train_and_record(
     from hydra.core.utils import JobReturn, JobStatus
 
     from gdexp import population
-    from gdexp.data import load_data
     from gdexp.engines import make_optimizer
     from gdexp.history import History, RunInterrupted
     from gdexp.model import make_linear
     from gdexp.run import interrupts_stop
 
     started = time.monotonic()
+    label, base, data, members = planned.label, planned.base, planned.data, planned.members
     dtype = base.dtype.value
-    data = load_data(base.data, launch_dir).as_dtype(dtype)
     scale_lr = population.lr_linear(base.optimizer)
     shape = (data.n_features, data.n_targets)
     pop = [
@@ -352,7 +361,6 @@ def _train_and_record(
             stop=lambda: signals.interrupt is not None,
         )
     trained = time.monotonic() - started
-    sweep = _sweep_record(base)
     statuses: Counter[str] = Counter()
     payloads = []
     for m, member in enumerate(members):
@@ -376,12 +384,6 @@ def _train_and_record(
     if curves.interrupted:
         writers.finish()
         raise RunInterrupted(signals.interrupt)
-
-
-def _sweep_record(base: DictConfig) -> dict[str, Any] | None:
-    from gdexp.tracking import read_sweep, sweep_dir
-
-    return read_sweep(sweep_dir(str(base.hydra.sweep.dir), str(base.hydra.runtime.cwd)))
 
 
 def _record_member(
@@ -411,10 +413,7 @@ def _record_member(
     params = curves.params[: epochs + 1, m]
     if not bias:
         params = params[:, : data.n_features * data.n_targets]
-    history = History(names, params[0].tolist(), float(cfg.diverge_above))
-    history.loss = curves.loss[:epochs, m].tolist()
-    history.params = params.tolist()
-    history.diverged = bool(curves.diverged[m])
+    history = History.recorded(names, curves.loss[:epochs, m].tolist(), params.tolist(), bool(curves.diverged[m]))
     interrupted = curves.interrupted and not history.diverged and epochs < int(cfg.epochs)
     end_status = "KILLED" if interrupted else "FINISHED"
 
@@ -428,39 +427,31 @@ def _record_member(
         f"{size} runs trained as one population; MLflow curves on an even grid of "
         f"{launcher.curve_points} steps, every epoch in history.csv"
     )
-    flat = flatten(plain)
-    record = RunRecord(
-        folder,
-        {
-            "record_id": tags["gdexp.record_id"],
-            "run_name": name,
-            "params": flat,
-            "tags": tags,
-            "tracking_uri": uri,
-            "experiment": cfg.tracking.experiment,
-            "parent_run_id": parent,
-            "mlflow_run_id": None,
-            "curve_points": launcher.curve_points,
-        },
-        history,
-        data,
-        bias,
-        points,
-        pred_cols,
-    )
-    (folder / "config.yaml").write_text(config_yaml(plain))
-    record.append_history()
-
     summary, _, _, final_rows = closing_metrics(cfg, history, data, points, pred_cols)
     run_status = status(history, cfg.converge_tol) if end_status == "FINISHED" else "killed"
     tags["gdexp.status"] = run_status
-    record.save(status=end_status, tags=tags, metrics=final_rows)
+    flat = flatten(plain)
+    fields = {
+        "status": end_status,  # the run has ended: its record is written once, final
+        "record_id": tags["gdexp.record_id"],
+        "run_name": name,
+        "params": flat,
+        "tags": tags,
+        "metrics": final_rows,
+        "tracking_uri": uri,
+        "experiment": cfg.tracking.experiment,
+        "parent_run_id": parent,
+        "mlflow_run_id": None,
+        "curve_points": launcher.curve_points,
+    }
+    RunRecord(folder, fields, history, data, bias, points, pred_cols).append_history()
+    (folder / "config.yaml").write_text(config_yaml(plain))
     outcome = {"run_id": None, "status": run_status, **summary}
     if uri is None:
         return outcome, None
     loss_steps = thin_steps(1, epochs, launcher.curve_points)
     param_steps = thin_steps(0, epochs, launcher.curve_points)
-    rows = [("loss", history.loss[s - 1], int(s)) for s in loss_steps if s >= 1]
+    rows = [("loss", history.loss[s - 1], int(s)) for s in loss_steps]
     for s in param_steps:
         rows.extend((n, v, int(s)) for n, v in zip(names, history.params[s]))
     payload = {

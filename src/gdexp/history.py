@@ -59,6 +59,13 @@ class History:
         # Set by a signal handler; acted on between batches, never in the middle of a write.
         self.interrupt: int | None = None
 
+    @classmethod
+    def recorded(cls, names: list[str], loss: list[float], params: list[list[float]], diverged: bool) -> History:
+        """A history recorded elsewhere (a population's member), for the same summaries and records."""
+        history = cls(names, params[0], math.inf)
+        history.loss, history.params, history.diverged = loss, params, diverged
+        return history
+
     @property
     def epochs(self) -> int:
         return len(self.loss)

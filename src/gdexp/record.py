@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from gdexp.analysis import predictions_many
 from gdexp.data import Dataset
 from gdexp.history import History
 
@@ -64,18 +63,6 @@ class RunRecord:
                 csv.writer(fh).writerows(rows)
                 fh.flush()
         self._written = h.epochs + 1
-
-
-def predictions_many(rows: list[list[float]], points: list[list[float]], data: Dataset, bias: bool) -> np.ndarray:
-    """:func:`gdexp.analysis.predictions` for many parameter rows at once: (rows, points * targets)."""
-    if not rows:
-        return np.empty((0, len(points) * data.n_targets))
-    P = np.asarray(rows, dtype=data.X.dtype)
-    n = data.n_features * data.n_targets
-    W = P[:, :n].reshape(len(P), data.n_targets, data.n_features)
-    b = P[:, n:] if bias else np.zeros((len(P), data.n_targets), dtype=P.dtype)
-    x = np.asarray(points, dtype=data.X.dtype)
-    return (np.matmul(x, W.transpose(0, 2, 1)) + b[:, None, :]).reshape(len(P), -1)
 
 
 def set_run_id(folder: Path, run_id: str) -> None:

@@ -200,8 +200,9 @@ def run_job(
     bias, name = cfg.bias, run_name(overrides)
     linear = make_linear(data.n_features, data.n_targets, bias, cfg.init.value, cfg.init_std, cfg.seed, cfg.dtype.value)
     parent = (sweep or {}).get("parent_run_id")
-    tags = run_tags(cfg, overrides, output_dir, parent)
-    params = flatten(cfg)
+    plain = resolved(cfg)  # resolved once for the tags, the params and config.yaml
+    tags = run_tags(plain, overrides, output_dir, parent)
+    params = flatten(plain)
     run_id = None
     if tracker is not None:
         try:
@@ -243,7 +244,7 @@ def run_job(
         points,
         pred_cols,
     )
-    (output_dir / "config.yaml").write_text(config_yaml(cfg))
+    (output_dir / "config.yaml").write_text(config_yaml(plain))
 
     def flush(first_step: int) -> None:
         record.append_history()

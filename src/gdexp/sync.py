@@ -13,11 +13,10 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 from gdexp.record import find_records
-from gdexp.tracking import BATCH, SWEEP_FILE, TrackingError, _connect
+from gdexp.tracking import SWEEP_FILE, TrackingError, _connect, log_whole
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
 
@@ -44,7 +43,6 @@ def _curves(folder: Path, curve_points: int = 0) -> list[tuple[str, float, int]]
 
 def sync(path: Path, uri: str | None = None) -> dict[str, int]:
     """Replay the records at or below ``path``; counts of runs created, completed, up to date."""
-    from mlflow.entities import Metric, Param, RunTag
 
     counts = {"created": 0, "completed": 0, "up to date": 0}
     stores: dict[tuple[str, str], tuple] = {}
@@ -69,9 +67,7 @@ def sync(path: Path, uri: str | None = None) -> dict[str, int]:
             run = client.create_run(
                 experiment_id, run_name=rec["run_name"], tags=tags, start_time=int(folder.stat().st_mtime * 1000)
             )
-            params = [Param(k, v) for k, v in rec["params"].items()]
-            for i in range(0, len(params), 100):
-                client.log_batch(run.info.run_id, params=params[i : i + 100])
+            log_whole(client, run.info.run_id, params=rec["params"])
             changed = True
         run_id = run.info.run_id
 
@@ -82,13 +78,10 @@ def sync(path: Path, uri: str | None = None) -> dict[str, int]:
             if name not in have:
                 have[name] = {m.step for m in client.get_metric_history(run_id, name)} if found else set()
             if step not in have[name]:
-                missing.append(Metric(name, value, int(time.time() * 1000), step))
-        for i in range(0, len(missing), BATCH):
-            client.log_batch(run_id, metrics=missing[i : i + BATCH])
+                missing.append((name, value, step))
         stored_tags = run.data.tags if found else {}
-        new_tags = [RunTag(k, v) for k, v in rec["tags"].items() if stored_tags.get(k) != v]
-        if new_tags:
-            client.log_batch(run_id, tags=new_tags)
+        new_tags = {k: v for k, v in rec["tags"].items() if stored_tags.get(k) != v}
+        log_whole(client, run_id, metrics=missing, tags=new_tags)
         present = {a.path for a in client.list_artifacts(run_id)} if found else set()
         for name in ARTIFACTS:
             if name not in present and (folder / name).is_file():

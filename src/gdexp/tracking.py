@@ -144,6 +144,28 @@ def _retrying(call, *args, attempts: int = 12, **kwargs):
             time.sleep(min(0.05 * 2**attempt, 2.0))
 
 
+# The writer's operations that the caller waits on (the others are fire-and-forget).
+_ANSWERED = ("start", "end", "find_finished", "finished_runs", "runs", "artifacts")
+
+
+def log_whole(client, run_id: str, *, params: dict | None = None, metrics=(), tags: dict | None = None) -> None:
+    """Log params, ``(key, value, step)`` metric rows and tags on a run in as few ``log_batch``
+    calls as MLflow's limits allow (100 params, 100 tags, 1000 entries a call), each retried
+    while SQLite reports the store locked."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    ps = [Param(k, v) for k, v in (params or {}).items()]
+    ms = [Metric(k, v, now, s) for k, v, s in metrics]
+    ts = [RunTag(k, v) for k, v in (tags or {}).items()]
+    while ps or ms or ts:
+        some_params, ps = ps[:100], ps[100:]
+        some_tags, ts = ts[:100], ts[100:]
+        room = BATCH - len(some_params) - len(some_tags)
+        some_metrics, ms = ms[:room], ms[room:]
+        _retrying(client.log_batch, run_id, metrics=some_metrics, params=some_params, tags=some_tags)
+
+
 def _writer(conn, uri: str, experiment: str) -> None:
     # The main process decides when runs end; a Ctrl-C or SIGTERM to the process group must not
     # cut a write in half. When the main process is gone, recv() raises EOFError.
@@ -159,7 +181,6 @@ def _writer(conn, uri: str, experiment: str) -> None:
     except TrackingError as err:
         conn.send(("error", str(err)))
         return
-    from mlflow.entities import Metric, Param, RunTag
 
     conn.send(("ready", experiment_id))
     remote = uri.startswith(("http://", "https://"))
@@ -181,7 +202,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 pass
         if down:
             failure = failure or f"{op}: the tracking server is down"
-            if op in ("start", "end", "find_finished", "finished_runs", "runs", "artifacts"):
+            if op in _ANSWERED:
                 conn.send(("error", "the tracking server is not answering", None))
                 failure = None
             elif op == "close":
@@ -193,19 +214,14 @@ def _writer(conn, uri: str, experiment: str) -> None:
                 run = _retrying(client.create_run, experiment_id, run_name=name, tags=tags)
                 run_id = run.info.run_id
                 open_runs.add(run_id)
-                items = [Param(k, v) for k, v in params.items()]
-                for i in range(0, len(items), 100):
-                    _retrying(client.log_batch, run_id, params=items[i : i + 100])
+                log_whole(client, run_id, params=params)
                 conn.send(("ok", run_id, failure))
             elif op == "metrics":
                 run_id, rows = args
-                now = int(time.time() * 1000)
-                metrics = [Metric(k, v, now, s) for k, v, s in rows]
-                for i in range(0, len(metrics), BATCH):
-                    _retrying(client.log_batch, run_id, metrics=metrics[i : i + BATCH])
+                log_whole(client, run_id, metrics=rows)
             elif op == "tags":
                 run_id, tags = args
-                _retrying(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                log_whole(client, run_id, tags=tags)
             elif op == "artifact":
                 run_id, path, artifact_path = args
                 _retrying(client.log_artifact, run_id, path, artifact_path)
@@ -256,7 +272,7 @@ def _writer(conn, uri: str, experiment: str) -> None:
         except Exception as err:  # keep serving: a lost write must not lose the rest of the run
             down = remote and _connection_lost(err)
             failure = f"{op}: {type(err).__name__}: {_first_line(err)}"
-            if op in ("start", "end", "find_finished", "finished_runs", "runs", "artifacts"):
+            if op in _ANSWERED:
                 conn.send(("error", failure, None))
                 failure = None
     for run_id in open_runs:
@@ -270,21 +286,12 @@ def _write_runs(client, experiment_id: str, payloads: list[dict[str, Any]]) -> t
     """Write finished runs to the store, each in as few calls as MLflow allows: create (with its
     tags), one ``log_batch`` per 1000 params and metrics, end. For each, its (run id, artifact
     URI), or None when it failed (a run created by then is ended FAILED); and the failures."""
-    from mlflow.entities import Metric, Param
-
     written, failures = [], []
     for p in payloads:
         run = None
         try:
             run = _retrying(client.create_run, experiment_id, run_name=p["name"], tags=p["tags"])
-            now = int(time.time() * 1000)
-            params = [Param(k, v) for k, v in p["params"].items()]
-            metrics = [Metric(k, v, now, s) for k, v, s in p["metrics"]]
-            while params or metrics:  # MLflow's limits: 100 params, 1000 entries in all per call
-                some_params, params = params[:100], params[100:]
-                room = BATCH - len(some_params)
-                some_metrics, metrics = metrics[:room], metrics[room:]
-                _retrying(client.log_batch, run.info.run_id, metrics=some_metrics, params=some_params)
+            log_whole(client, run.info.run_id, params=p["params"], metrics=p["metrics"])
             _retrying(client.set_terminated, run.info.run_id, p["status"])
             written.append((run.info.run_id, run.info.artifact_uri))
         except Exception as err:  # the run's record keeps everything for gdexp.sync

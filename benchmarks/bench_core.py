@@ -46,7 +46,7 @@ def engine_loop(engine: str, epochs: int, folder: Path) -> float:
     from hydra import compose, initialize_config_dir
 
     from gdexp.config import CONF_DIR, register_configs
-    from gdexp.run import run_job
+    from gdexp.job import run_job
 
     register_configs()
     overrides = [f"engine={engine}", f"epochs={epochs}", "tracking.enabled=false"]

@@ -9,10 +9,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from gdexp.config import CONF_DIR, register_configs
+from gdexp.config import CONF_DIR, group_options, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
+OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,7 @@ def make_config(overrides: list[str] | None = None) -> DictConfig:
 
 def run(overrides: list[str], tmp_path: Path, *, tracking: bool = False):
     """Run a job in-process the way ``gdexp.run`` does; tracking off unless asked for."""
-    from gdexp.run import run_job
+    from gdexp.job import run_job
 
     overrides = list(overrides) + ([] if tracking else ["tracking.enabled=false"])
     cfg = make_config(overrides)
@@ -49,7 +50,7 @@ def cli_env(tmp_path) -> dict[str, str]:
 def _close_writers():
     """Each test's MLflow writer processes end with it."""
     yield
-    from gdexp.tracking import Tracker
+    from gdexp.tracking.client import Tracker
 
     Tracker.close_all()
 

@@ -13,16 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import all_runs, gdexp, make_config, run, start_gdexp
+from conftest import OPTIMIZERS, all_runs, gdexp, make_config, run, start_gdexp
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from gdexp.batched import thin_steps
-from gdexp.engines import make_optimizer
-from gdexp.population import lr_linear
-from gdexp.tracking import Tracker
+from gdexp.tracking.client import Tracker
+from gdexp.training.engines import make_optimizer
+from gdexp.training.population import lr_linear
 
-OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
 RTOL = 1e-5
 
 
@@ -96,15 +94,6 @@ def test_an_optimizer_not_linear_in_lr_is_not_scaled():
             del cfg.optimizer[key]
     assert not lr_linear(cfg.optimizer)
     assert not torch.allclose(stepped(cfg, LRS, scaled=True), stepped(cfg, LRS, scaled=False), rtol=1e-6)
-
-
-@pytest.mark.parametrize(("first", "last", "points"), [(1, 1000, 100), (0, 1000, 100), (1, 250, 100), (0, 90, 100)])
-def test_thinned_curves_keep_first_and_last_on_an_even_grid(first, last, points):
-    steps = thin_steps(first, last, points)
-    assert steps[0] == first and steps[-1] == last
-    assert len(steps) == min(points, last - first + 1) and len(set(steps)) == len(steps)
-    gaps = np.diff(steps)
-    assert gaps.max() - gaps.min() <= 1
 
 
 # --------------------------------------------------------------------------- whole sweeps
@@ -330,20 +319,3 @@ def test_interrupted_population_is_recorded_as_killed(tmp_path, cli_env):
         assert 0 < epochs < 3000000
         assert client.get_metric_history(child.info.run_id, "loss")[-1].step == epochs
         assert child.data.tags["gdexp.status"] == "killed"
-
-
-@pytest.mark.slow
-def test_resume_of_a_batched_sweep_trains_only_the_missing_runs(tmp_path, cli_env):
-    uri = cli_env["MLFLOW_TRACKING_URI"]
-    first = gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.05", "epochs=50"], tmp_path, cli_env)
-    assert first.returncode == 0, first.stderr
-    again = ["-m", "hydra/launcher=batched", "lr=0.01,0.05,0.1,0.2", "epochs=50", "tracking.skip_finished=true"]
-    resumed = gdexp(again, tmp_path, cli_env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.count("skipped: finished already") == 2 and "training 2 runs" in resumed.stdout
-    children = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(r.data.params["lr"] for r in children) == ["0.01", "0.05", "0.1", "0.2"]
-    third = gdexp(again, tmp_path, cli_env)
-    assert third.returncode == 0 and third.stdout.count("skipped: finished already") == 4
-    assert "training" not in third.stdout
-    assert len([r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]) == 4

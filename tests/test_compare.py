@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,8 @@ import pytest
 from conftest import gdexp
 from mlflow import MlflowClient
 
-from gdexp import compare, plots, report
+from gdexp import compare
+from gdexp.compare import plots, report
 
 pytestmark = pytest.mark.slow  # the module's sweeps are real subprocesses
 
@@ -132,32 +132,16 @@ def test_plots_carry_one_line_per_run(store):
 
 
 def test_cli_writes_tables_and_pngs(store, tmp_path):
-    cli = [sys.executable, "-m", "gdexp.compare"]
-    out = subprocess.run(
-        [*cli, "table", "--sweep", store["grid"], "--format", "csv", "--out", str(tmp_path / "t.csv")],
-        env=store["env"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    def cli(*args: str):
+        return gdexp(list(args), tmp_path, store["env"], module="gdexp.compare")
+
+    out = cli("table", "--sweep", store["grid"], "--format", "csv", "--out", str(tmp_path / "t.csv"))
     assert out.returncode == 0, out.stderr
     assert len(pd.read_csv(tmp_path / "t.csv")) == 6
-    pivot = subprocess.run(
-        [*cli, "table", "--sweep", store["grid"], "--pivot", "lr", "optimizer.name", "--format", "md"],
-        env=store["env"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    pivot = cli("table", "--sweep", store["grid"], "--pivot", "lr", "optimizer.name", "--format", "md")
     assert pivot.returncode == 0 and pivot.stdout.count("\n") == 5, pivot.stdout + pivot.stderr
     for kind in (["--kind", "curves", "--by", "lr"], ["--kind", "heatmap", "--pivot", "lr", "optimizer.name"]):
-        res = subprocess.run(
-            [*cli, "plot", "--sweep", store["grid"], *kind, "--out", str(tmp_path / "png")],
-            env=store["env"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
+        res = cli("plot", "--sweep", store["grid"], *kind, "--out", str(tmp_path / "png"))
         assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["curves.png", "heatmap_final_loss.png"]
 
@@ -174,13 +158,7 @@ def test_cli_writes_tables_and_pngs(store, tmp_path):
     ],
 )
 def test_bad_selector_is_one_line(store, args, key):
-    res = subprocess.run(
-        [sys.executable, "-m", "gdexp.compare", *args],
-        env=store["env"],
-        capture_output=True,
-        text=True,
-        cwd=store["folder"],
-    )
+    res = gdexp(args, store["folder"], store["env"], module="gdexp.compare")
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"gdexp-compare: error: {key}") and "allowed:" in lines[0]

@@ -9,7 +9,8 @@ from conftest import make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdexp.run import _is_config_error, one_line, run_job
+from gdexp.checks import is_config_error, one_line
+from gdexp.job import run_job
 
 NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32),
@@ -80,7 +81,7 @@ def test_any_configuration_runs_or_fails_in_one_line(args):
     try:
         outcome = run_job(cfg, overrides=args, output_dir=FOLDER / "out", launch_dir=FOLDER, quiet=True)
     except Exception as err:  # after composition only our own checks may stop a run
-        assert _is_config_error(err), f"{args}: {type(err).__name__}: {err}"
+        assert is_config_error(err), f"{args}: {type(err).__name__}: {err}"
         assert_one_line(err)
         return
     assert outcome is not None and outcome.history.epochs >= 1

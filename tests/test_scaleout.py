@@ -44,15 +44,19 @@ def test_submitit_local_sweep(tmp_path, cli_env):
     assert_complete_sweep(cli_env["MLFLOW_TRACKING_URI"], 12)
 
 
-def test_resume_adds_only_the_missing_runs(tmp_path, cli_env):
+@pytest.mark.parametrize("launcher", ["basic", "batched"])
+def test_resume_trains_only_the_missing_runs(launcher, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
+    using = [f"hydra/launcher={launcher}"]
     # an "interrupted" sweep: only the first half of the grid got done
-    first = gdexp(["-m", "lr=0.01,0.05", "optimizer=sgd", "epochs=50"], tmp_path, cli_env)
+    first = gdexp(["-m", *using, "lr=0.01,0.05", "optimizer=sgd", "epochs=50"], tmp_path, cli_env)
     assert first.returncode == 0, first.stderr
-    again = ["-m", "lr=0.01,0.05,0.1,0.2", "optimizer=sgd", "epochs=50", "tracking.skip_finished=true"]
+    again = ["-m", *using, "lr=0.01,0.05,0.1,0.2", "optimizer=sgd", "epochs=50", "tracking.skip_finished=true"]
     resumed = gdexp(again, tmp_path, cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("skipped: finished already") == 2
+    if launcher == "batched":
+        assert "training 2 runs" in resumed.stdout
     children = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["lr"] for r in children) == ["0.01", "0.05", "0.1", "0.2"]
     assert len({r.data.tags["gdexp.config_hash"] for r in children}) == 4
@@ -60,4 +64,5 @@ def test_resume_adds_only_the_missing_runs(tmp_path, cli_env):
     # run once more: nothing left to do, nothing duplicated
     third = gdexp(again, tmp_path, cli_env)
     assert third.returncode == 0 and third.stdout.count("skipped: finished already") == 4
+    assert "training" not in third.stdout
     assert len([r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]) == 4

@@ -1,28 +1,33 @@
-"""The configuration schema, its validation, and the one way to flatten a config to params.
+"""The configuration: its schema, the one way to flatten it to params, and its hash.
 
-Hydra composes ``conf/`` on top of the dataclasses registered here, so a wrong *type* is caught
-by OmegaConf during composition; :func:`validate` then checks the *values*, one check per key.
-Both kinds of failure surface as a :class:`ConfigError`: one line naming the key, the value and
-what is allowed.
+The bottom layer of gdexp. Hydra composes ``conf/`` on top of the dataclasses registered here, so
+a wrong *type* is caught by OmegaConf during composition; :mod:`gdexp.checks` then checks the
+*values*, one check per key, and each dataset's loader checks its own keys
+(:mod:`gdexp.training.data`). Every failure surfaces as a :class:`ConfigError`: one line naming
+the key, the value and what is allowed.
+
+Adding an optimizer is one YAML in ``conf/optimizer/`` extending one of the schemas below (a new
+schema in :data:`OPTIMIZER_SCHEMAS` only when it has keys none of them has).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from gdexp.errors import UserError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration value: printed as one line, exit status 2."""
 
     def __init__(self, key: str, value: Any, allowed: str, problem: str | None = None):
@@ -200,110 +205,6 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _number(
-    cfg: DictConfig,
-    key: str,
-    *,
-    low: float | None = None,
-    low_open: bool = True,
-    high: float | None = None,
-    high_open: bool = True,
-    allowed: str,
-) -> None:
-    value = OmegaConf.select(cfg, key)
-    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-    if not bad and low is not None:
-        bad = value <= low if low_open else value < low
-    if not bad and high is not None:
-        bad = value >= high if high_open else value > high
-    if bad:
-        raise ConfigError(key, value, allowed)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check every value the schema's types cannot; raise :class:`ConfigError` on the first."""
-    _number(cfg, "lr", low=0, allowed="a finite number > 0")
-    if cfg.epochs < 1:
-        raise ConfigError("epochs", cfg.epochs, "an integer >= 1")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError("batch_size", cfg.batch_size, "null (full batch) or an integer >= 1")
-    _number(cfg, "init_std", low=0, allowed="a finite number > 0")
-    if cfg.seed < 0:
-        raise ConfigError("seed", cfg.seed, "an integer >= 0")
-    _number(cfg, "converge_tol", low=0, low_open=False, allowed="a finite number >= 0")
-    _number(cfg, "diverge_above", low=0, allowed="a finite number > 0")
-    _number(cfg, "tracking.flush_seconds", low=0, low_open=False, allowed="a finite number >= 0")
-    if not str(cfg.tracking.experiment).strip():
-        raise ConfigError("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
-    for point in cfg.predict_at:
-        coords = point if isinstance(point, (list, ListConfig)) else [point]
-        for v in coords:
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ConfigError("predict_at", cfg.predict_at, "a list of finite numbers (or of lists of them)")
-    _validate_optimizer(cfg)
-    _validate_data(cfg.data)
-    if cfg.engine == Engine.numpy:
-        opt = cfg.optimizer
-        plain = opt.name == "sgd" and opt.momentum == 0 and opt.weight_decay == 0
-        if not plain:
-            raise ConfigError(
-                "engine",
-                "numpy",
-                "lightning or autograd with this optimizer",
-                f"the numpy engine does plain gradient descent only (optimizer=sgd, "
-                f"no momentum or weight decay), not optimizer={opt.name}",
-            )
-
-
-def _validate_optimizer(cfg: DictConfig) -> None:
-    opt = cfg.optimizer
-    _number(cfg, "optimizer.weight_decay", low=0, low_open=False, allowed="a finite number >= 0")
-    if "momentum" in opt:
-        _number(cfg, "optimizer.momentum", low=0, low_open=False, high=1, allowed="a number in [0, 1)")
-    if "dampening" in opt:
-        _number(
-            cfg, "optimizer.dampening", low=0, low_open=False, high=1, high_open=False, allowed="a number in [0, 1]"
-        )
-    if opt.get("nesterov") and (opt.momentum <= 0 or opt.dampening != 0):
-        raise ConfigError(
-            "optimizer.momentum",
-            opt.momentum,
-            "a number in (0, 1) with dampening 0",
-            "Nesterov momentum needs momentum > 0 and zero dampening",
-        )
-    if "betas" in opt:
-        betas = list(opt.betas)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError("optimizer.betas", betas, "two numbers in [0, 1)")
-    if "alpha" in opt:
-        _number(cfg, "optimizer.alpha", low=0, low_open=False, high=1, high_open=False, allowed="a number in [0, 1]")
-    if "eps" in opt:
-        _number(cfg, "optimizer.eps", low=0, allowed="a finite number > 0")
-    if "lr_decay" in opt:
-        _number(cfg, "optimizer.lr_decay", low=0, low_open=False, allowed="a finite number >= 0")
-    if "initial_accumulator_value" in opt:
-        _number(cfg, "optimizer.initial_accumulator_value", low=0, low_open=False, allowed="a finite number >= 0")
-
-
-def _validate_data(data: DictConfig) -> None:
-    if data.name == "synthetic":
-        if data.n_samples < 1:
-            raise ConfigError("data.n_samples", data.n_samples, "an integer >= 1")
-        if data.n_features < 1:
-            raise ConfigError("data.n_features", data.n_features, "an integer >= 1")
-        if data.weights is not None and len(data.weights) != data.n_features:
-            raise ConfigError(
-                "data.weights", data.weights, f"null or a list of data.n_features={data.n_features} numbers"
-            )
-        if data.noise < 0 or not math.isfinite(data.noise):
-            raise ConfigError("data.noise", data.noise, "a finite number >= 0")
-    elif data.name == "line" and len(data.x) < 1:
-        raise ConfigError("data.x", data.x, "a non-empty list of numbers")
-
-
 # --------------------------------------------------------------------------- params and hashes
 
 
@@ -312,7 +213,7 @@ def resolved(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     taken as resolved already, so a caller that needs several views resolves once)."""
     if isinstance(cfg, dict):
         return cfg
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    plain = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     plain.pop("hydra", None)
     return plain
 
@@ -342,10 +243,13 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
 
 
 def config_yaml(cfg: DictConfig | dict[str, Any]) -> str:
-    """The resolved configuration as the ``config.yaml`` every run keeps, in OmegaConf's YAML."""
+    """The resolved configuration as the ``config.yaml`` every run keeps, in OmegaConf's YAML;
+    without the tracking URI, which may hold credentials."""
     import yaml
     from omegaconf._utils import get_omega_conf_dumper
 
+    plain = dict(resolved(cfg))
+    plain["tracking"] = {k: v for k, v in (plain.get("tracking") or {}).items() if k != "uri"}
     return yaml.dump(
-        resolved(cfg), Dumper=get_omega_conf_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False
+        plain, Dumper=get_omega_conf_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False
     )

@@ -1,4 +1,4 @@
-"""``hydra/launcher=batched``: trains a multirun's jobs as populations (see :mod:`gdexp.batched`).
+"""``hydra/launcher=batched``: trains a multirun's jobs as populations (see :mod:`gdexp.sweeps.batched`).
 
 Hydra imports every module under ``hydra_plugins`` at start-up, so this one stays light: the
 config node and a Launcher that hands its jobs to gdexp.
@@ -40,7 +40,7 @@ class BatchedLauncher(Launcher):
         self._pools: dict = {}
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        from gdexp.batched import start_early
+        from gdexp.sweeps.batched import start_early
 
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self._pools = start_early(config, self.writers)
@@ -51,6 +51,6 @@ class BatchedLauncher(Launcher):
         return pools
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        from gdexp.batched import launch
+        from gdexp.sweeps.batched import launch
 
         return launch(self, [list(o) for o in job_overrides], initial_job_idx)

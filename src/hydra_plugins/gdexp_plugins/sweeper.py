@@ -4,7 +4,7 @@ Before launching, the basic sweeper composes every job's config to check it can 
 about 0.06 s a job, a minute for a 1,000-job grid, whatever the launcher. This one composes each
 distinct set of the jobs' other overrides once and applies each per-run value (lr, epochs, seed,
 ...) to it the way Hydra applies overrides, so the same errors surface (see
-:func:`gdexp.batched.validate_jobs`). Everything else is the basic sweeper's.
+:func:`gdexp.sweeps.overrides.validate_jobs`). Everything else is the basic sweeper's.
 
 No ``from __future__ import annotations``: Hydra executes plugin modules outside ``sys.modules``.
 """
@@ -28,6 +28,7 @@ class GdexpSweeper(BasicSweeper):
     """The basic sweeper with a check of the job batch that composes once per group of jobs."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from gdexp.batched import validate_jobs
+        from gdexp.sweeps.overrides import validate_jobs
 
+        assert self.hydra_context is not None and self.config is not None  # set by setup()
         validate_jobs(self.hydra_context.config_loader, self.config, [list(o) for o in batch])

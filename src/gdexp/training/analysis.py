@@ -1,4 +1,6 @@
-"""The closed-form view of a run: least-squares optimum, stability bound, summary metrics."""
+"""The closed-form view of a run: least-squares optimum, stability bound, predictions, status.
+
+The math the summary metrics (:mod:`gdexp.training.metrics`) are computed from."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import math
 
 import numpy as np
 
-from gdexp.data import Dataset
-from gdexp.history import History
+from gdexp.training.data import Dataset
+from gdexp.training.history import History
 
 
 def _design(X: np.ndarray, bias: bool) -> np.ndarray:
@@ -81,26 +83,6 @@ def star_name(name: str) -> str:
     """``w`` -> ``w_star``, ``w_0`` -> ``w_star_0``, ``b_1`` -> ``b_star_1``."""
     head, _, tail = name.partition("_")
     return f"{head}_star" + (f"_{tail}" if tail else "")
-
-
-def summarize(
-    history: History, data: Dataset, bias: bool, reduction: str, converge_tol: float, points: list[list[float]]
-) -> dict[str, float]:
-    """The one-value metrics of a finished (or stopped) run."""
-    final = history.params[-1]
-    optimum = closed_form(data, bias)
-    summary: dict[str, float] = {
-        "final_loss": mse(final, data, bias),
-        "diverged": float(history.diverged),
-        "epochs_run": float(history.epochs),
-        "lr_max_stable": lr_max_stable(data, bias, reduction),
-    }
-    converged_at = history.epochs_to_converge(converge_tol)
-    if converged_at is not None:
-        summary["epochs_to_converge"] = float(converged_at)
-    summary.update({star_name(n): v for n, v in zip(history.param_names, optimum)})
-    summary["dist_to_opt"] = float(np.linalg.norm(np.asarray(final, np.float64) - np.asarray(optimum)))
-    return summary
 
 
 def status(history: History, converge_tol: float) -> str:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from gdexp import compare, plots
-from gdexp.tracking import log_file, resolve_uri
+from gdexp.compare import plots
+from gdexp.compare.runs import artifact_path, histories, select_runs, sweeps
+from gdexp.compare.tables import pivot, render, runs_table, varying_params
+from gdexp.tracking.store import log_file, resolve_uri
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -37,7 +39,7 @@ def _png(fig) -> str:
 def _parent(experiment: str, sweep: str, uri: str | None) -> pd.Series | None:
     if sweep == "all":
         return None
-    parents = compare.sweeps(experiment, uri)
+    parents = sweeps(experiment, uri)
     if sweep == "latest":
         return parents.iloc[0] if len(parents) else None
     match = parents[parents["run_id"] == sweep]
@@ -64,16 +66,16 @@ def build(
     out: Path | None = None,
 ) -> Path:
     """Write the report of a sweep and log it on the sweep's parent run; the file's path."""
-    runs = compare.select_runs(experiment, sweep, filter, uri)
+    runs = select_runs(experiment, sweep, filter, uri)
     parent = _parent(experiment, sweep, uri)
-    varying = compare.varying_params(runs)
+    varying = varying_params(runs)
     axes = [k for k in _swept(parent) if k in varying] or varying
-    table = compare.runs_table(runs).sort_values("final_loss", na_position="last")
-    history = compare.histories(runs, uri)
+    table = runs_table(runs).sort_values("final_loss", na_position="last")
+    history = histories(runs, uri)
 
     title = parent["run_name"] if parent is not None else f"{len(runs)} runs of experiment {experiment}"
     command = "python -m gdexp.run -m " + parent.get("tags.gdexp.overrides", "") if parent is not None else "-"
-    config = compare._artifact_path(runs.iloc[0]["run_id"], runs.iloc[0]["artifact_uri"], "config.yaml", uri)
+    config = artifact_path(runs.iloc[0]["run_id"], runs.iloc[0]["artifact_uri"], "config.yaml", uri)
     sections = [
         f"<h1>gdexp sweep report: {escape(title)}</h1>",
         f'<p class="note">experiment {escape(experiment)} · {len(runs)} runs · '
@@ -85,15 +87,15 @@ def build(
         f"<h2>Configuration</h2><p class='note'>of the first run; the sweep varies: "
         f"{escape(', '.join(varying) or 'nothing')}</p><pre>{escape(config.read_text())}</pre>",
         "<h2>Runs, best final loss first</h2>",
-        compare.render(table, "html"),
+        render(table, "html"),
     ]
     by = axes[0] if axes else None
     if len(axes) >= 2:
-        grid = compare.pivot(runs, axes[0], axes[1], "final_loss").reset_index()
+        grid = pivot(runs, axes[0], axes[1], "final_loss").reset_index()
         grid.columns = [str(c) for c in grid.columns]
         sections += [
             f"<h2>final_loss: {escape(axes[0])} x {escape(axes[1])} (mean over the other axes)</h2>",
-            compare.render(grid, "html"),
+            render(grid, "html"),
             f'<img alt="heatmap" src="{_png(plots.heatmap(runs, axes[0], axes[1]))}">',
         ]
     sections += ["<h2>Loss curves</h2>", f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by))}">']

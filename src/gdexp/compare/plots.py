@@ -5,94 +5,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-from matplotlib.ticker import NullLocator
 
-from gdexp.analysis import star_name
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-
-class LossCurve:
-    """One run's loss against epoch, log scale: the ``loss_curve.png`` every run logs.
-
-    A writer process draws thousands of these, so one Figure serves them all, and its y axis
-    spans whole decades: runs of a sweep then share a handful of axes, each drawn once and kept,
-    and a run only adds its line and title (about 8 ms a run instead of 40)."""
-
-    KEEP = 64  # backgrounds kept, one per (epochs, decades) seen
-
-    def __init__(self) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        self.figure = Figure(figsize=(6, 3.6), dpi=100)
-        self.canvas = FigureCanvasAgg(self.figure)
-        self.ax = self.figure.subplots()
-        (self.line,) = self.ax.plot([], [], color="C0")
-        self.ax.set(xlabel="epoch", ylabel="loss (MSE)", yscale="log")
-        self.ax.yaxis.set_minor_locator(NullLocator())
-        self.ax.grid(alpha=0.3)
-        self.figure.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
-        self._backgrounds: dict[tuple[float, ...], object] = {}
-
-    @staticmethod
-    def _limits(values: np.ndarray) -> tuple[float, float, float, float]:
-        n = len(values)
-        pad = 0.05 * max(n - 1, 1)
-        shown = values[np.isfinite(values) & (values > 0)]
-        if not len(shown):
-            return 1 - pad, n + pad, 0.1, 10.0
-        low, high = np.floor(np.log10(shown.min())), np.ceil(np.log10(shown.max()))
-        return 1 - pad, n + pad, 10.0**low, 10.0 ** max(high, low + 1)
-
-    def draw(self, loss: list[float], title: str = "") -> Figure:
-        """The Figure with this run's curve, for inspection (``save`` writes the PNG)."""
-        values = np.asarray(loss, dtype=float)
-        limits = self._limits(values)
-        self.ax.set_xlim(limits[:2])
-        self.ax.set_ylim(limits[2:])
-        self.line.set_data(np.arange(1, len(values) + 1), np.where(values > 0, values, np.nan))
-        self.ax.set_title(title)
-        return self.figure
-
-    def save(self, loss: list[float], path: Path, title: str = "") -> Path:
-        from PIL import Image
-
-        values = np.asarray(loss, dtype=float)
-        limits = self._limits(values)
-        self.draw(loss, title)
-        background = self._backgrounds.get(limits)
-        if background is None:
-            self.line.set_visible(False)
-            self.ax.title.set_text("")  # not hidden: Matplotlib would then move it off the figure
-            self.canvas.draw()
-            if len(self._backgrounds) >= self.KEEP:
-                self._backgrounds.clear()
-            background = self._backgrounds[limits] = self.canvas.copy_from_bbox(self.figure.bbox)
-            self.line.set_visible(True)
-            self.ax.title.set_text(title)
-        else:
-            self.canvas.restore_region(background)
-        self.ax.draw_artist(self.line)
-        self.ax.draw_artist(self.ax.title)
-        width, height = self.canvas.get_width_height()
-        image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        image.save(path, format="png", compress_level=3)
-        return path
+from gdexp.compare.runs import SelectionError, column, histories
+from gdexp.compare.tables import pivot
+from gdexp.training.analysis import star_name
+from gdexp.training.data import load_data
 
 
 def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None) -> Figure:
     """Loss against epoch, one line per run, log y; coloured by the param ``by`` when given."""
-    from gdexp.compare import _column
-
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    groups = _column(runs, by, "by").astype(str) if by else None
-    palette = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(groups))} if by else {}
+    groups = column(runs, by, "by").astype(str) if by else pd.Series([], dtype=str)
+    palette = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(groups))}
     seen = set()
     for i, (run_id, name) in enumerate(zip(runs["run_id"], runs["run_name"])):
         h = history[(history["run_id"] == run_id) & history["loss"].notna()]
@@ -119,7 +48,6 @@ def weights(runs: pd.DataFrame, history: pd.DataFrame, run_id: str | None = None
     h = history[history["run_id"] == run["run_id"]]
     names = [c for c in h.columns if c.split("_")[0] in ("w", "b") and c not in ("run_id",)]
     two = names == ["w", "b"]
-    import pandas as pd
 
     fig = Figure(figsize=(11 if two else 7, 4.5), layout="constrained")
     axes = fig.subplots(1, 2 if two else 1, squeeze=False)
@@ -159,20 +87,31 @@ def _path_over_contours(ax, run: pd.Series, h: pd.DataFrame) -> None:
 
 
 def _training_data(run: pd.Series) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The run's one-feature data, rebuilt from its params (line data); None when not rebuildable."""
-    from gdexp.compare import _parse
+    """The run's one-feature, one-target data, rebuilt from its ``data.*`` params by the dataset's
+    own loader; None when it cannot be (a CSV that has moved, several features)."""
+    from omegaconf import OmegaConf
 
-    name = run.get("params.data.name")
-    if name in ("line", "line_intercept"):
-        x = np.asarray(json.loads(run.get("params.data.x")), dtype=float)
-        return x, float(_parse(run.get("params.data.slope"))) * x + float(_parse(run.get("params.data.intercept")))
-    return None, None
+    keys = {k[len("params.data.") :]: v for k, v in run.items() if str(k).startswith("params.data.")}
+    spec = {k: _param_value(v) for k, v in keys.items() if not pd.isna(v)}
+    try:
+        data = load_data(OmegaConf.create(spec))
+    except Exception:  # whatever the loader makes of params it may no longer be able to read
+        return None, None
+    if data.n_features != 1 or data.n_targets != 1:
+        return None, None
+    return data.X[:, 0].astype(float), data.Y[:, 0].astype(float)
+
+
+def _param_value(text: str) -> object:
+    """A param's text back to the value it was (MLflow keeps lists as JSON, null as ``null``)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
 
 
 def heatmap(runs: pd.DataFrame, row: str, col: str, value: str = "final_loss") -> Figure:
     """``value`` over two params (mean over repeats), log colour scale for losses."""
-    from gdexp.compare import pivot
-
     grid = pivot(runs, row, col, value)
     data = grid.to_numpy(dtype=float)
     fig = Figure(figsize=(1.2 * len(grid.columns) + 3, 0.5 * len(grid.index) + 2.5), layout="constrained")
@@ -198,8 +137,6 @@ def figures(
     uri: str | None = None,
 ) -> dict[str, Figure]:
     """The figures of one ``kind``, by file stem."""
-    from gdexp.compare import SelectionError, histories
-
     if kind == "heatmap":
         if not pivot:
             raise SelectionError(
@@ -225,16 +162,6 @@ def save(runs: pd.DataFrame, kind: str, out: Path, **options) -> list[Path]:
         fig.savefig(path, dpi=110)
         paths.append(path)
     return paths
-
-
-_LOSS_CURVE: list[LossCurve] = []
-
-
-def save_loss_curve(loss: list[float], path: Path, title: str = "") -> Path:
-    """Write one run's ``loss_curve.png``."""
-    if not _LOSS_CURVE:
-        _LOSS_CURVE.append(LossCurve())
-    return _LOSS_CURVE[0].save(loss, path, title)
 
 
 def _safe(stem: str) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 
 class RunInterrupted(BaseException):
@@ -19,6 +22,45 @@ class RunInterrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+@dataclass
+class StopSignal:
+    """A SIGINT or SIGTERM received during training, set by a signal handler and acted on between
+    batches (never in the middle of a write): by a :class:`History`, or by a whole population."""
+
+    signum: int | None = None
+
+    @property
+    def received(self) -> bool:
+        return self.signum is not None
+
+    def check(self) -> None:
+        """Raise :class:`RunInterrupted` when a signal has arrived."""
+        if self.signum is not None:
+            raise RunInterrupted(self.signum)
+
+
+@contextmanager
+def interrupts_stop(stop: StopSignal) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop``, which training acts on at the next batch boundary (a second
+    signal raises at once), so the history so far is recorded and no write is cut in half."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.received:
+            raise RunInterrupted(signum)
+        stop.signum = signum
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def param_names(n_features: int, n_targets: int, bias: bool) -> list[str]:
@@ -44,6 +86,7 @@ class History:
         diverge_above: float,
         on_flush: Callable[[int], None] | None = None,
         flush_seconds: float = 1.0,
+        stop: StopSignal | None = None,
     ):
         self.param_names = names
         self.params: list[list[float]] = [list(initial)]
@@ -56,8 +99,7 @@ class History:
         self._flush_seconds = flush_seconds
         self._flushed = 0  # first step not yet handed to on_flush
         self._last_flush = time.monotonic()
-        # Set by a signal handler; acted on between batches, never in the middle of a write.
-        self.interrupt: int | None = None
+        self.stop = stop or StopSignal()
 
     @classmethod
     def recorded(cls, names: list[str], loss: list[float], params: list[list[float]], diverged: bool) -> History:
@@ -72,8 +114,7 @@ class History:
 
     def batch_loss(self, loss: float) -> bool:
         """Record one batch's MSE; False when it diverged and its update must be skipped."""
-        if self.interrupt is not None:
-            raise RunInterrupted(self.interrupt)
+        self.stop.check()
         self._batch_sum += loss
         self._batches += 1
         if not (math.isfinite(loss) and loss <= self.diverge_above):
@@ -85,8 +126,7 @@ class History:
         self.loss.append(self._batch_sum / self._batches if self._batches else math.nan)
         self.params.append(list(params))
         self._batch_sum, self._batches = 0.0, 0
-        if self.interrupt is not None:
-            raise RunInterrupted(self.interrupt)
+        self.stop.check()
         if self.on_flush is not None and time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
         return self.diverged

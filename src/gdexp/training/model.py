@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdexp.history import History
+from gdexp.training.history import History
 
 
 def make_linear(

@@ -22,6 +22,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from gdexp.training.engines import Batches, fit
+
 # torch.optim classes whose step is lr times an lr-free direction, given the same state: SGD with
 # momentum, dampening, Nesterov and weight decay; Adam, AdamW (its decoupled decay is lr * wd * p);
 # RMSprop; Adagrad (even with lr_decay: its step size is lr / (1 + (step - 1) * lr_decay)). Not,
@@ -62,6 +64,19 @@ class Population(pl.LightningModule):
     """Stacked ``nn.Linear`` members with MSE and per-member learning rates, trained on the full
     batch or on each member's own minibatches."""
 
+    # Registered buffers: they move with the module to its device.
+    bias_mask: torch.Tensor
+    lr: torch.Tensor
+    epochs: torch.Tensor
+    diverge_above: torch.Tensor
+    active: torch.Tensor
+    diverged: torch.Tensor
+    epochs_run: torch.Tensor
+    batch_loss_sum: torch.Tensor
+    batches: torch.Tensor
+    loss_history: torch.Tensor
+    param_history: torch.Tensor
+
     def __init__(
         self,
         members: list[Member],
@@ -97,7 +112,7 @@ class Population(pl.LightningModule):
 
     def _rows(self) -> torch.Tensor:
         """Every member's parameters as a row: weights target by target, then the biases (as
-        :func:`gdexp.model.param_row`; the bias columns of members without one are zero)."""
+        :func:`gdexp.training.model.param_row`; the bias columns of members without one are zero)."""
         return torch.cat([self.weight.detach().flatten(1), self.bias.detach()], dim=1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -115,6 +130,7 @@ class Population(pl.LightningModule):
         self.diverged |= running & bad
 
         optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns one
         optimizer.zero_grad()
         # Members that do not step contribute nothing (their inf or NaN never reaches the others).
         self.manual_backward(torch.where(step, objective, torch.zeros_like(objective)).sum())
@@ -159,12 +175,10 @@ class Population(pl.LightningModule):
 
 class MemberBatches:
     """The batches of one epoch for every member: the full batch, shared; or each member's own
-    minibatches, shuffled from its own seed exactly as :class:`gdexp.engines.Batches` shuffles a
+    minibatches, shuffled from its own seed exactly as :class:`gdexp.training.engines.Batches` shuffles a
     per-run job's (members with the same seed share the draw)."""
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int | None, seeds: list[int]):
-        from gdexp.engines import Batches
-
         unique = sorted(set(seeds))
         self.X, self.Y = X, Y
         self.draws = [Batches(len(X), batch_size, seed) for seed in unique]
@@ -199,8 +213,6 @@ def train_population(
 ) -> Curves:
     """Train ``members`` on (X, Y) with a Lightning Trainer, full-batch or in minibatches of
     ``batch_size`` drawn from each member's seed; their curves."""
-    from gdexp.engines import fit
-
     module = Population(members, make_optimizer, reduction, scale_lr, stop)
     loader = MemberBatches(torch.from_numpy(X), torch.from_numpy(Y), batch_size, seeds or [0] * len(members))
     fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)

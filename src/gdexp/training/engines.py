@@ -1,7 +1,7 @@
 """The three training loops. They share the data, the initial ``nn.Linear``, the batching and
 the :class:`History`; each differs only in how one epoch's updates are computed.
 
-- ``lightning``: a Lightning Trainer fits :class:`gdexp.model.LinearRegression`.
+- ``lightning``: a Lightning Trainer fits :class:`gdexp.training.model.LinearRegression`.
 - ``autograd``: the same model and ``torch.optim`` optimizer in a plain PyTorch loop (seeds 001-004).
 - ``numpy``: the analytic MSE gradient in NumPy, plain gradient descent (seeds 000-003).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,9 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gdexp.config import ConfigError
-from gdexp.data import Dataset
-from gdexp.history import History
-from gdexp.model import LinearRegression, losses, param_row
+from gdexp.training.data import Dataset
+from gdexp.training.history import History
+from gdexp.training.model import LinearRegression, losses, param_row
 
 
 def device_for(accelerator: str) -> torch.device:
@@ -76,7 +77,8 @@ def train(cfg: DictConfig, data: Dataset, linear: torch.nn.Module, history: Hist
 def make_optimizer(cfg: DictConfig, lr: float | None = None):
     """The config's ``torch.optim`` class as a factory that takes the parameters (the group files
     are ``_partial_: true``), with ``lr`` in place of the config's when given."""
-    spec = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if k != "name"}
+    options = cast(dict[str, Any], OmegaConf.to_container(cfg.optimizer, resolve=True))
+    spec = {k: v for k, v in options.items() if k != "name"}
     if lr is not None:
         spec["lr"] = lr
     return instantiate(spec, _convert_="all")

@@ -1,7 +1,15 @@
-"""The datasets a run trains on, as float32 arrays (the seeds' dtype)."""
+"""The datasets a run trains on, as float32 arrays (the seeds' dtype).
+
+A dataset is one YAML in ``conf/data/`` (its ``name`` and keys) and one loader function here,
+registered under that name with :func:`loader`. The loader checks its own ``data.*`` keys (a bad
+one is a :class:`~gdexp.config.ConfigError`) and returns a :class:`Dataset`; everything else
+(training, tracking, the contour plots of ``gdexp-compare``) finds it through :func:`load_data`.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,20 +41,62 @@ class Dataset:
         return Dataset(self.X.astype(dtype), self.Y.astype(dtype), self.features, self.targets)
 
 
+Loader = Callable[[DictConfig, Path], Dataset]
+LOADERS: dict[str, Loader] = {}
+
+
+def loader(*names: str) -> Callable[[Loader], Loader]:
+    """Register a function as the loader of the datasets whose ``data.name`` is one of ``names``."""
+
+    def register(function: Loader) -> Loader:
+        for name in names:
+            LOADERS[name] = function
+        return function
+
+    return register
+
+
 def load_data(data: DictConfig, launch_dir: Path | None = None) -> Dataset:
-    """Build the dataset that ``data`` describes; a bad file or column is a :class:`ConfigError`."""
-    if "slope" in data:  # line, line_intercept
-        x = np.asarray(data.x, dtype=np.float32)[:, None]
-        y = np.float32(data.slope) * x + np.float32(data.intercept)
-        return Dataset(x, y.astype(np.float32), ["x"], ["y"])
-    if data.name == "synthetic":
-        return _synthetic(data)
-    if data.name == "csv":
-        return _csv(data, launch_dir or Path.cwd())
-    raise ConfigError("data.name", data.name, "line, line_intercept, synthetic, csv")
+    """Build the dataset that ``data`` describes, with its registered loader; a bad value, file or
+    column is a :class:`ConfigError`. Relative paths are taken from ``launch_dir``."""
+    found = LOADERS.get(str(data.get("name")))
+    if found is None:
+        raise ConfigError("data.name", data.get("name"), ", ".join(sorted(LOADERS)))
+    return found(data, launch_dir or Path.cwd())
 
 
-def _synthetic(data: DictConfig) -> Dataset:
+def _finite(key: str, values: list[float], allowed: str) -> None:
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ConfigError(key, list(values), allowed)
+
+
+@loader("line", "line_intercept")
+def line(data: DictConfig, launch_dir: Path) -> Dataset:
+    """y = slope * x + intercept at the points ``x`` (seeds 000 to 004)."""
+    if len(data.x) < 1:
+        raise ConfigError("data.x", data.x, "a non-empty list of finite numbers")
+    _finite("data.x", list(data.x), "a non-empty list of finite numbers")
+    _finite("data.slope", [data.slope], "a finite number")
+    _finite("data.intercept", [data.intercept], "a finite number")
+    x = np.asarray(data.x, dtype=np.float32)[:, None]
+    y = np.float32(data.slope) * x + np.float32(data.intercept)
+    return Dataset(x, y.astype(np.float32), ["x"], ["y"])
+
+
+@loader("synthetic")
+def synthetic(data: DictConfig, launch_dir: Path) -> Dataset:
+    """X ~ N(0, 1); y = X @ weights + intercept + noise * N(0, 1), all drawn from ``data.seed``."""
+    if data.n_samples < 1:
+        raise ConfigError("data.n_samples", data.n_samples, "an integer >= 1")
+    if data.n_features < 1:
+        raise ConfigError("data.n_features", data.n_features, "an integer >= 1")
+    if data.weights is not None and len(data.weights) != data.n_features:
+        raise ConfigError("data.weights", data.weights, f"null or a list of data.n_features={data.n_features} numbers")
+    if data.weights is not None:
+        _finite("data.weights", list(data.weights), "null or a list of finite numbers")
+    _finite("data.intercept", [data.intercept], "a finite number")
+    if data.noise < 0 or not math.isfinite(data.noise):
+        raise ConfigError("data.noise", data.noise, "a finite number >= 0")
     rng = np.random.default_rng(data.seed)
     X = rng.standard_normal((data.n_samples, data.n_features))
     weights = np.arange(1, data.n_features + 1) if data.weights is None else np.asarray(data.weights)
@@ -55,7 +105,9 @@ def _synthetic(data: DictConfig) -> Dataset:
     return Dataset(X.astype(np.float32), y[:, None].astype(np.float32), features, ["y"])
 
 
-def _csv(data: DictConfig, launch_dir: Path) -> Dataset:
+@loader("csv")
+def csv(data: DictConfig, launch_dir: Path) -> Dataset:
+    """Columns of a CSV file with a header row: ``target`` (one or a list), ``features`` (or every other)."""
     import pandas as pd  # only CSV data pays for pandas
 
     path = Path(data.path)

@@ -1,0 +1,5 @@
+"""``python -m gdexp.compare``."""
+
+from gdexp.compare.cli import main
+
+main()

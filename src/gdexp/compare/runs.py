@@ -1,0 +1,149 @@
+"""Reading runs from MLflow into pandas: one row per run, and every run's history.
+
+Reads are bulk: one paged search for the runs (params, metrics and tags come with it) and each
+run's ``history.csv`` read straight from a local artifact store, never a request per metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from gdexp.tracking.store import resolve_uri
+
+
+class SelectionError(ValueError):
+    """A selector that names nothing: printed as one line, exit status 2."""
+
+
+def _client(uri: str | None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(resolve_uri(uri, Path.cwd()))
+
+
+def sweeps(experiment: str = "gdexp", uri: str | None = None) -> pd.DataFrame:
+    """The experiment's sweep parent runs, newest first."""
+    client = _client(uri)
+    exp = _experiment(client, experiment)
+    parents = _search(client, exp, "tags.`gdexp.role` = 'sweep'")
+    return parents.sort_values("start_time", ascending=False, ignore_index=True) if len(parents) else parents
+
+
+def _experiment(client, name: str):
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none yet"
+        raise SelectionError(f"--experiment={name}: no such experiment; allowed: {known}")
+    return exp
+
+
+def _search(client, exp, filter_string: str) -> pd.DataFrame:
+    from mlflow.exceptions import MlflowException
+
+    rows, token = [], None
+    while True:
+        try:
+            page = client.search_runs([exp.experiment_id], filter_string, max_results=50000, page_token=token)
+        except MlflowException as err:
+            first = str(err).strip().splitlines()[0]
+            raise SelectionError(
+                f"--filter={filter_string!r}: {first}; allowed: an MLflow search filter, "
+                "e.g. \"params.lr = '0.1'\" or 'metrics.final_loss < 1e-3'"
+            ) from None
+        for run in page:
+            row = {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "mlflow_status": run.info.status,
+                "start_time": run.info.start_time,
+                "artifact_uri": run.info.artifact_uri,
+            }
+            row.update({f"params.{k}": v for k, v in run.data.params.items()})
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            rows.append(row)
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows)
+
+
+def select_runs(
+    experiment: str = "gdexp", sweep: str = "latest", filter: str | None = None, uri: str | None = None
+) -> pd.DataFrame:
+    """One row per run: ``run_id``, ``run_name``, ``mlflow_status``, ``params.*``, ``metrics.*``
+    (latest values), ``tags.*``. ``sweep`` is ``latest`` (the newest sweep's jobs), a parent run
+    id, or ``all`` (every run that is not a sweep parent); ``filter`` is an MLflow search filter."""
+    client = _client(uri)
+    exp = _experiment(client, experiment)
+    clauses = [filter] if filter else []
+    if sweep == "latest":
+        parents = sweeps(experiment, uri)
+        if parents.empty:
+            raise SelectionError(
+                f"--sweep=latest: experiment {experiment} has no sweep yet; "
+                "allowed: all, or run one with `python -m gdexp.run -m ...`"
+            )
+        sweep = parents.loc[0, "run_id"]
+    if sweep != "all":
+        clauses.append(f"tags.`mlflow.parentRunId` = '{sweep}'")
+    runs = _search(client, exp, " and ".join(clauses))
+    if sweep == "all" and len(runs) and "tags.gdexp.role" in runs:
+        runs = runs[runs["tags.gdexp.role"] != "sweep"]
+    if runs.empty:
+        what = f"--sweep={sweep}" + (f" --filter={filter!r}" if filter else "")
+        raise SelectionError(
+            f"{what}: selects no runs in experiment {experiment}; allowed: latest, all, "
+            "or the run id of a sweep's parent run (see `gdexp-compare sweeps`)"
+        )
+    return runs.sort_values("start_time", ignore_index=True)
+
+
+def parse_param(value: Any) -> Any:
+    """A param string back to a number where it is one (MLflow keeps params as text)."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+            return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+        except ValueError:
+            return value
+    return value
+
+
+def column(runs: pd.DataFrame, name: str, kind: str) -> pd.Series:
+    """A param (as numbers where it is one), metric or tag of ``runs`` by its bare name; ``kind``
+    names the option it came from, for the error."""
+    for col in (name, f"params.{name}", f"metrics.{name}", f"tags.{name}"):
+        if col in runs:
+            return runs[col].map(parse_param) if col.startswith("params.") else runs[col]
+    known = sorted({c.split(".", 1)[1] for c in runs.columns if c.startswith(("params.", "metrics."))})
+    raise SelectionError(f"--{kind}={name}: no such param or metric; allowed: {', '.join(known)}")
+
+
+def histories(runs: pd.DataFrame, uri: str | None = None) -> pd.DataFrame:
+    """Every run's ``history.csv`` (every epoch, every curve) in long form, with ``run_id``.
+
+    A local artifact store is read in place; a remote one through MLflow's artifact download."""
+    frames = []
+    for run_id, artifact_uri in zip(runs["run_id"], runs["artifact_uri"]):
+        frame = pd.read_csv(artifact_path(run_id, artifact_uri, "history.csv", uri))
+        frame.insert(0, "run_id", run_id)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def artifact_path(run_id: str, artifact_uri: str, name: str, uri: str | None) -> Path:
+    """A local path to a run's artifact: in place for a local store, downloaded otherwise."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("file", ""):
+        path = Path(unquote(parsed.path)) / name
+        if path.is_file():
+            return path
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=resolve_uri(uri, Path.cwd())))

@@ -1,0 +1,336 @@
+"""One job's lifecycle, the same for a per-run job and for every member of a batched population.
+
+:meth:`Job.prepare` (check the config, load the data, name the run, its tags and params) ->
+train (the per-run engines in :func:`run_job`; a population in :mod:`gdexp.sweeps.batched`) ->
+:meth:`Job.close` (summary metrics, predictions, status) -> the record in the job directory and
+the MLflow run -> the lines a person reads. Tracking failures inside a sweep never stop training:
+the job's record keeps everything for ``gdexp.sync``.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gdexp.checks import one_line, validate
+from gdexp.config import config_hash, config_yaml, flatten, resolved
+from gdexp.tracking.client import Tracker
+from gdexp.tracking.protocol import FinishedRun, MetricRow, RunFiles
+from gdexp.tracking.record import RunInfo, RunRecord, SweepInfo, thin_steps
+from gdexp.tracking.store import TrackingError, masked, resolve_uri
+from gdexp.tracking.tags import masked_overrides, run_name, source_tags
+from gdexp.training.analysis import pred_names, predictions, status
+from gdexp.training.data import Dataset, load_data, predict_points
+from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop, param_names
+from gdexp.training.metrics import Finished, summarize
+
+
+def check(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]]:
+    """Everything that can reject a config before training: values, data, prediction points."""
+    validate(cfg)
+    if cfg.accelerator.value == "gpu":
+        from gdexp.training.engines import device_for  # torch: only a GPU request pays for it here
+
+        device_for("gpu")
+    data = load_data(cfg.data, launch_dir)
+    return data, predict_points(cfg.predict_at, data.n_features)
+
+
+def run_tags(plain: dict[str, Any], overrides: list[str], output_dir: Path, parent: str | None) -> dict[str, str]:
+    """A run's tags as it starts (``gdexp.status`` comes at its end)."""
+    tags = {
+        **source_tags(),
+        "gdexp.overrides": " ".join(masked_overrides(overrides)),
+        "gdexp.engine": plain["engine"],
+        "gdexp.config_hash": config_hash(plain),
+        "gdexp.output_dir": str(output_dir),
+        "gdexp.record_id": uuid.uuid4().hex,
+    }
+    if parent:
+        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    return tags
+
+
+@dataclass
+class Outcome:
+    """What a job ended with (returned to Hydra as plain values, to tests and notebooks as is)."""
+
+    run_id: str | None
+    history: History
+    summary: dict[str, float]
+    status: str  # converged, diverged, max_epochs; killed or failed when it did not end by itself
+    pred_before: dict[str, float]  # pred_5 -> f(5) with the initial parameters
+    pred_after: dict[str, float]  # ... with the final ones
+    points: list[list[float]]
+    metric_rows: list[MetricRow]  # summary and predictions, as MLflow gets them
+
+    def returned(self) -> dict[str, Any]:
+        """What goes back to a launcher: plain values that pickle (joblib, submitit)."""
+        return {"run_id": self.run_id, "status": self.status, **self.summary}
+
+
+@dataclass
+class Job:
+    """A job ready to train: its config and data, and what its record and MLflow run will carry."""
+
+    cfg: DictConfig
+    overrides: list[str]
+    output_dir: Path
+    data: Dataset  # in the config's dtype
+    points: list[list[float]]
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    config_yaml: str
+    uri: str | None  # None: tracking off
+    parent: str | None
+
+    @classmethod
+    def prepare(
+        cls,
+        cfg: DictConfig,
+        *,
+        overrides: list[str],
+        output_dir: Path,
+        launch_dir: Path,
+        sweep: SweepInfo | None = None,
+        data: Dataset | None = None,
+    ) -> Job:
+        """Check ``cfg`` and load its data (or take ``data``, already loaded and checked for a
+        population's members, whose configs are checked by their group)."""
+        if data is None:
+            loaded, points = check(cfg, launch_dir)
+            data = loaded.as_dtype(cfg.dtype.value)
+        else:
+            points = predict_points(cfg.predict_at, data.n_features)
+        plain = resolved(cfg)  # resolved once for the tags, the params and config.yaml
+        parent = sweep.parent_run_id if sweep else None
+        return cls(
+            cfg=cfg,
+            overrides=overrides,
+            output_dir=output_dir,
+            data=data,
+            points=points,
+            name=run_name(overrides),
+            tags=run_tags(plain, overrides, output_dir, parent),
+            params=flatten(plain),
+            config_yaml=config_yaml(plain),
+            uri=resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None,
+            parent=parent,
+        )
+
+    @property
+    def pred_columns(self) -> list[str]:
+        return pred_names(self.points, self.data.n_targets)
+
+    @property
+    def param_names(self) -> list[str]:
+        return param_names(self.data.n_features, self.data.n_targets, bool(self.cfg.bias))
+
+    def history(self, initial: list[float], stop: StopSignal | None = None) -> History:
+        """An empty history for this job's parameters."""
+        return History(
+            self.param_names, initial, self.cfg.diverge_above, flush_seconds=self.cfg.tracking.flush_seconds, stop=stop
+        )
+
+    def record(self, history: History, run_id: str | None = None, curve_points: int = 0) -> RunRecord:
+        """The job directory's record of ``history``."""
+        info = RunInfo(
+            record_id=self.tags["gdexp.record_id"],
+            run_name=self.name,
+            params=self.params,
+            tags=self.tags,
+            tracking_uri=masked(self.uri) if self.uri else None,
+            experiment=str(self.cfg.tracking.experiment),
+            parent_run_id=self.parent,
+            mlflow_run_id=run_id,
+            curve_points=curve_points,
+        )
+        return RunRecord(self.output_dir, info, history, self.data, bool(self.cfg.bias), self.points, self.pred_columns)
+
+    def close(self, history: History, end_status: str, run_id: str | None = None) -> Outcome:
+        """A run that ended (``FINISHED``, ``KILLED`` or ``FAILED``): its summary metrics, its
+        predictions before and after, its status, and the metric rows that record them (summary
+        and predictions before at step 0, predictions after at the last step)."""
+        bias = bool(self.cfg.bias)
+        summary = summarize(
+            Finished(history, self.data, bias, self.cfg.loss_reduction.value, self.cfg.converge_tol, self.points)
+        )
+        first, last = (predictions(history.params[i], self.points, self.data, bias).ravel().tolist() for i in (0, -1))
+        cols = self.pred_columns
+        rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(cols, first)]
+        rows += [(k, v, history.epochs) for k, v in zip(cols, last)] if history.epochs else []
+        run_status = status(history, self.cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
+        return Outcome(
+            run_id, history, summary, run_status, dict(zip(cols, first)), dict(zip(cols, last)), self.points, rows
+        )
+
+    def final_tags(self, outcome: Outcome, **extra: str) -> dict[str, str]:
+        return {**self.tags, **extra, "gdexp.status": outcome.status}
+
+    def skipped(self, run_id: str) -> None:
+        say_skipped(self.name, run_id)
+
+    def tracking_lost(self, err: Exception) -> None:
+        """Say that the store failed this job; its record keeps everything."""
+        print(
+            f"gdexp [{self.name}] warning: {err}; training goes on, the run is recorded in {self.output_dir} "
+            f"(`python -m gdexp.sync {self.output_dir.parent}` replays it)",
+            file=sys.stderr,
+        )
+
+    def ended(
+        self, history: History, end_status: str, curve_points: int, **extra_tags: str
+    ) -> tuple[Outcome, tuple[FinishedRun, RunFiles] | None]:
+        """A run trained elsewhere (a population's member) and ended: its record written whole,
+        and what its MLflow run gets (None with tracking off), curves on an even grid of
+        ``curve_points`` steps (every epoch in ``history.csv``)."""
+        outcome = self.close(history, end_status)
+        tags = self.final_tags(outcome, **extra_tags)
+        self.record(history, curve_points=curve_points).write_whole(
+            self.config_yaml, end_status, tags, outcome.metric_rows
+        )
+        if self.uri is None:
+            return outcome, None
+        names, epochs = history.param_names, history.epochs
+        rows = [("loss", history.loss[s - 1], int(s)) for s in thin_steps(1, epochs, curve_points)]
+        for s in thin_steps(0, epochs, curve_points):
+            rows.extend((n, v, int(s)) for n, v in zip(names, history.params[s]))
+        run = FinishedRun(self.name, tags, self.params, rows + outcome.metric_rows, end_status)
+        folder = self.output_dir
+        files = RunFiles(
+            self.name,
+            [str(folder / "config.yaml"), str(folder / "history.csv")],
+            history.loss,
+            str(folder / "loss_curve.png"),
+        )
+        return outcome, (run, files)
+
+
+def run_job(
+    cfg: DictConfig,
+    *,
+    overrides: list[str],
+    output_dir: Path,
+    launch_dir: Path,
+    sweep: SweepInfo | None = None,
+    quiet: bool = False,
+) -> Outcome | None:
+    """Train one configuration with its engine and record it in ``output_dir`` (``run.json``,
+    ``history.csv``, ``config.yaml``) and in MLflow unless tracking is off. A single run whose
+    store cannot be reached stops before training; a sweep's job trains on and keeps its record
+    for ``gdexp.sync``. None when ``tracking.skip_finished`` finds the configuration FINISHED."""
+    job = Job.prepare(cfg, overrides=overrides, output_dir=output_dir, launch_dir=launch_dir, sweep=sweep)
+    # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
+    tracker = Tracker.get(job.uri, cfg.tracking.experiment) if job.uri else None
+
+    from gdexp.training.engines import train  # torch and Lightning: seconds, overlapping the writer's start
+    from gdexp.training.model import make_linear, param_row
+
+    c = cfg
+    linear = make_linear(
+        job.data.n_features, job.data.n_targets, c.bias, c.init.value, c.init_std, c.seed, c.dtype.value
+    )
+    run_id = None
+    if tracker is not None:
+        try:
+            tracker.ready()
+            if cfg.tracking.skip_finished:
+                done = tracker.finished_run(job.tags["gdexp.config_hash"])
+                if done:
+                    job.skipped(done)
+                    return None
+            run_id = tracker.start_run(job.name, job.tags, job.params)
+        except TrackingError as err:
+            if sweep is None:
+                raise  # fail fast: nothing has trained yet
+            job.tracking_lost(err)
+            tracker = None
+
+    history = job.history(param_row(linear))
+    record = job.record(history, run_id)
+    record.start(job.config_yaml)
+
+    def flush(first_step: int) -> None:
+        record.append_history()
+        if tracker is not None and run_id is not None:
+            tracker.log_metrics(run_id, history.metrics(first_step))
+
+    history.on_flush = flush
+    end_status = "FAILED"
+    try:
+        with interrupts_stop(history.stop):
+            try:
+                train(cfg, job.data, linear, history)
+                end_status = "FINISHED"
+            except RunInterrupted:
+                end_status = "KILLED"
+                raise
+    finally:
+        history.flush()
+        outcome = job.close(history, end_status, run_id)
+        tags = job.final_tags(outcome)
+        record.finish(end_status, tags, outcome.metric_rows)
+        if tracker is not None and run_id is not None:
+            try:
+                tracker.log_metrics(run_id, outcome.metric_rows)
+                tracker.set_tags(run_id, {"gdexp.status": outcome.status})
+                tracker.log_artifact(run_id, output_dir / "config.yaml")
+                tracker.log_artifact(run_id, output_dir / "history.csv")
+                tracker.end_run(run_id, end_status)
+                # Drawn by the writer after the end is acknowledged: off this job's critical path.
+                tracker.log_loss_curve(run_id, history.loss, output_dir / "loss_curve.png", job.name)
+            except TrackingError as err:
+                job.tracking_lost(err)
+    if not quiet:
+        print_summary(cfg, outcome, job.name, tracker)
+    return outcome
+
+
+def say_skipped(name: str, run_id: str) -> None:
+    """Say that ``tracking.skip_finished`` found a job's configuration FINISHED already."""
+    print(f"gdexp [{name}] skipped: finished already as MLflow run {run_id}")
+
+
+JOB_ERRORS: list[tuple[list[str], BaseException]] = []  # this process's failed jobs, for the exit status
+
+
+def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> None:
+    """Keep a job's error for the command's one-line report; a sweep says so at once and goes on."""
+    JOB_ERRORS.append((overrides, err))
+    if multirun:
+        print(f"gdexp: job [{run_name(overrides)}] failed: {one_line(err)}", file=sys.stderr)
+
+
+def _fmt_point(point: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in point)
+
+
+def print_summary(cfg: DictConfig, outcome: Outcome, name: str, tracker: Tracker | None) -> None:
+    """A few lines a person reads after a run, ending with the seeds' f(5)."""
+    h = outcome.history
+    first = f"{h.loss[0]:.6g}" if h.loss else "-"
+    params = ", ".join(f"{n} = {v:.4f}" for n, v in zip(h.param_names, h.params[-1]))
+    print(
+        f"gdexp [{name}] {cfg.engine.value} · optimizer={cfg.optimizer.name} lr={cfg.lr:g} · "
+        f"{h.epochs}/{cfg.epochs} epochs · {outcome.status}"
+    )
+    print(
+        f"  loss {first} -> {h.loss[-1] if h.loss else float('nan'):.6g} (final {outcome.summary['final_loss']:.6g})"
+        f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}"
+    )
+    if tracker is not None:
+        print(f"  MLflow run {outcome.run_id} · experiment {tracker.experiment} · {tracker.shown_uri}")
+    per_point = len(outcome.pred_after) // len(outcome.points)
+    for label, preds in (("before", outcome.pred_before), ("after", outcome.pred_after)):
+        values = list(preds.values())
+        shown = "; ".join(
+            f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in values[i * per_point : (i + 1) * per_point])
+            for i, p in enumerate(outcome.points)
+        )
+        print(f"Prediction {label} training: {shown}")

@@ -1,0 +1,247 @@
+"""``hydra/launcher=batched``: a multirun's jobs trained as populations, each its own MLflow run.
+
+The launcher (``hydra_plugins.gdexp_plugins.batched_launcher``) hands the job list to :func:`launch`:
+
+1. **Plan** (:mod:`gdexp.sweeps.plan`): group the jobs, compose each group once, prepare every
+   member as a :class:`~gdexp.job.Job`.
+2. **Train** each population as one :class:`gdexp.training.population.Population`, full batch or
+   minibatches of the group's ``batch_size``, each member drawing its own from its seed.
+3. **Record** each member through the same job lifecycle as a per-run job
+   (:meth:`~gdexp.job.Job.ended`): its job directory and its own child run under the sweep's
+   parent, with the same params, tags, summary metrics and artifacts. MLflow curves are thinned to
+   an even grid of ``curve_points`` steps; writer processes write finished runs and draw their loss
+   curves while the next population trains.
+
+Jobs that cannot join a population run as ordinary Hydra jobs, the way the basic launcher runs them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+from gdexp.config import ConfigError
+from gdexp.job import say_skipped
+from gdexp.sweeps.overrides import SweepJob, split_jobs
+from gdexp.sweeps.plan import Member, Planned, compose, populations
+from gdexp.tracking.client import WriterPool
+from gdexp.tracking.protocol import FinishedRun, RunFiles
+from gdexp.tracking.record import read_sweep, set_run_id, sweep_dir
+from gdexp.tracking.store import resolve_uri
+from gdexp.tracking.tags import run_name
+from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
+
+
+def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], WriterPool]:
+    """What the launcher starts while Hydra still checks the sweep: torch and Lightning imported
+    in a thread, and the writer processes for the sweep's store (their MLflow import and store
+    opening take seconds). The writer pools are returned for :func:`launch` to use."""
+    points = config.hydra.launcher.curve_points
+    if not isinstance(points, int) or (points != 0 and points < 100):
+        raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
+    if config.hydra.launcher.writers < 1:
+        raise ConfigError("hydra.launcher.writers", config.hydra.launcher.writers, "an integer >= 1")
+    threading.Thread(target=lambda: __import__("gdexp.training.population"), daemon=True).start()
+    if not config.tracking.enabled:
+        return {}
+    store = (resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd)), str(config.tracking.experiment))
+    return {store: WriterPool(*store, writers)}
+
+
+def _returned(job: SweepJob, value: dict[str, Any] | None, launch_dir: Path) -> JobReturn:
+    return JobReturn(
+        overrides=job.overrides,
+        working_dir=str(launch_dir),
+        task_name="batched",
+        status=JobStatus.COMPLETED,
+        _return_value=value,
+    )
+
+
+def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Run the sweep's jobs: populations where they can share one computation, ordinary Hydra jobs
+    where they cannot. One ``JobReturn`` per job, in order."""
+    setup_globals()
+    config, context = launcher.config, launcher.hydra_context
+    launch_dir = Path(config.hydra.runtime.cwd)
+    jobs = split_jobs([list(o) for o in job_overrides], initial_job_idx)
+    returns: list[JobReturn | None] = [None] * len(jobs)
+    writers = _Writers(launcher.writers, launcher.take_writer_pools())
+    singles: list[SweepJob] = []
+    started = time.monotonic()
+    try:
+        sweep = read_sweep(sweep_dir(str(config.hydra.sweep.dir), str(launch_dir)))
+        by_rest: dict[tuple[str, ...], list[SweepJob]] = {}
+        for job in jobs:
+            by_rest.setdefault(job.rest, []).append(job)
+        planned: list[Planned] = []
+        for rest, group in by_rest.items():
+            base = compose(context, config, list(rest))
+            found = populations(base, group, launch_dir, sweep, " ".join(rest) or "default") if base else None
+            if found is None:
+                singles.extend(group)
+                continue
+            planned.extend(found[0])
+            for job, run_id in found[1]:
+                say_skipped(run_name(job.overrides), run_id)
+                returns[job.index] = _returned(job, {"status": "skipped"}, launch_dir)
+        for n, population in enumerate(planned, 1):
+            _train_and_record(launcher, population, writers, returns, launch_dir, (n, len(planned)))
+        for member, written in writers.finish():
+            returned = returns[member.sweep_job.index]
+            if returned is not None:
+                returned.return_value["run_id"] = written
+        if planned:
+            counts = Counter(r.return_value["status"] for r in returns if r is not None and r.return_value)
+            shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+            print(
+                f"gdexp batched: {sum(len(p.members) for p in planned)} runs in {len(planned)} "
+                f"population(s) in {time.monotonic() - started:.1f} s: {shown}",
+                flush=True,
+            )
+    finally:
+        writers.close()
+    for job in sorted(singles, key=lambda j: j.index):
+        returns[job.index] = _run_single(launcher, job)
+    # A member whose own config failed is reported like a per-run job's error (job_failed).
+    return [r if r is not None else _returned(jobs[i], None, launch_dir) for i, r in enumerate(returns)]
+
+
+def _train_and_record(
+    launcher: Any,
+    planned: Planned,
+    writers: _Writers,
+    returns: list[JobReturn | None],
+    launch_dir: Path,
+    position: tuple[int, int],
+) -> None:
+    """Train one population, then record every member as the job it is."""
+    from gdexp.training import population  # torch and Lightning: imported early in a thread
+    from gdexp.training.engines import make_optimizer
+    from gdexp.training.model import make_linear
+
+    started = time.monotonic()
+    base, data, members = planned.base, planned.data, planned.members
+    dtype = base.dtype.value
+    scale_lr = population.lr_linear(base.optimizer)
+    shape = (data.n_features, data.n_targets)
+    cfgs = [m.job.cfg for m in members]
+    pop = [
+        population.Member(
+            make_linear(*shape, c.bias, c.init.value, c.init_std, c.seed, dtype), c.lr, c.epochs, c.diverge_above
+        )
+        for c in cfgs
+    ]
+    n, total = position
+    print(
+        f"gdexp batched [{n}/{total}] {planned.label}: training {len(members)} runs, "
+        f"optimizer={base.optimizer.name}, up to {max(p.epochs for p in pop)} epochs",
+        flush=True,
+    )
+    stop = StopSignal()  # one for the whole population: it stops at the next epoch, recorded
+    with interrupts_stop(stop):
+        curves = population.train_population(
+            data.X,
+            data.Y,
+            pop,
+            make_optimizer(base, lr=1.0 if scale_lr else float(cfgs[0].lr)),
+            reduction=base.loss_reduction.value,
+            scale_lr=scale_lr,
+            accelerator=base.accelerator.value,
+            dtype=dtype,
+            batch_size=base.batch_size,
+            seeds=[int(c.seed) for c in cfgs],
+            stop=lambda: stop.received,
+        )
+    trained = time.monotonic() - started
+    statuses: Counter[str] = Counter()
+    note = (
+        f"{len(members)} runs trained as one population; MLflow curves on an even grid of "
+        f"{launcher.curve_points} steps, every epoch in history.csv"
+    )
+    queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]] = []
+    for m, member in enumerate(members):
+        job = member.job
+        epochs = int(curves.epochs_run[m])
+        params = curves.params[: epochs + 1, m]
+        if not job.cfg.bias:
+            params = params[:, : data.n_features * data.n_targets]
+        history = History.recorded(
+            job.param_names, curves.loss[:epochs, m].tolist(), params.tolist(), bool(curves.diverged[m])
+        )
+        killed = curves.interrupted and not history.diverged and epochs < int(job.cfg.epochs)
+        end_status = "KILLED" if killed else "FINISHED"
+        outcome, run = job.ended(history, end_status, launcher.curve_points, **{"gdexp.population": note})
+        statuses[outcome.status] += 1
+        returns[member.sweep_job.index] = _returned(member.sweep_job, outcome.returned(), launch_dir)
+        if run is not None:
+            queued.append((member, run))
+        if len(queued) >= 16:  # keep the writers busy while the rest are recorded
+            writers.submit(queued)
+            queued = []
+    writers.submit(queued)
+    shown = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
+    print(f"gdexp batched [{n}/{total}] {planned.label}: trained in {trained:.2f} s: {shown}", flush=True)
+    if curves.interrupted:
+        writers.finish()
+        raise RunInterrupted(stop.signum or 2)
+
+
+class _Writers:
+    """Writer pools, one per tracking store, started on first use; records get their run ids."""
+
+    def __init__(self, size: int, pools: dict[tuple[str, str], WriterPool]):
+        self.size = size
+        self.pools = pools
+        self.pending: list[tuple[Member, Future]] = []  # (member, future of its MLflow run id)
+
+    def submit(self, queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]]) -> None:
+        by_store: dict[tuple[str, str], list[tuple[Member, tuple[FinishedRun, RunFiles]]]] = {}
+        for member, run in queued:
+            store = (member.job.uri or "", str(member.job.cfg.tracking.experiment))
+            by_store.setdefault(store, []).append((member, run))
+        for store, items in by_store.items():
+            if store not in self.pools:
+                self.pools[store] = WriterPool(*store, self.size)
+            futures = self.pools[store].submit([run for _, run in items])
+            self.pending.extend(zip((member for member, _ in items), futures))
+
+    def finish(self) -> list[tuple[Member, str | None]]:
+        """Wait for every queued run; (member, MLflow run id or None) for each, also in its run.json."""
+        written = []
+        for member, future in self.pending:
+            run_id = future.result()
+            if run_id is not None:
+                set_run_id(member.job.output_dir, run_id)
+            written.append((member, run_id))
+        self.pending = []
+        return written
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools = {}
+
+
+def _run_single(launcher: Any, job: SweepJob) -> JobReturn:
+    """An ungroupable job, run the way Hydra's basic launcher runs it."""
+    config, context = launcher.config, launcher.hydra_context
+    sweep_config = context.config_loader.load_sweep_config(config, job.overrides)
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = sweep_config.hydra.job.num = job.number
+    ret = run_job(
+        hydra_context=context,
+        task_function=launcher.task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return ret

@@ -1,0 +1,128 @@
+"""The sweep's callback: every sweep value checked before any job trains, and the sweep's parent run.
+
+Hydra calls :class:`SweepCallback` when a multirun starts and ends. At the start it composes and
+checks one job per value of every sweep axis (:func:`preflight`), opens the parent run, and writes
+``gdexp_sweep.json`` in the sweep directory, where every job finds its parent whichever process or
+machine the launcher runs it in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from gdexp.checks import one_line
+from gdexp.config import ConfigError
+from gdexp.errors import UserError
+from gdexp.job import check
+from gdexp.sweeps.overrides import apply_overrides, member_override
+from gdexp.tracking.client import Tracker
+from gdexp.tracking.record import SWEEP_FILE, SweepInfo, sweep_dir
+from gdexp.tracking.store import TrackingError, masked, resolve_uri
+from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
+
+
+class SweepAborted(BaseException):
+    """Raised from a Hydra callback, which would swallow an ordinary exception."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def preflight(config: DictConfig, overrides: list[str]) -> int:
+    """Compose and :func:`~gdexp.job.check` one job per value of every sweep axis (the other axes
+    at their first value), so a bad value anywhere in a sweep stops it before any job trains.
+    Returns the number of jobs the sweep will run."""
+    parser = OverridesParser.create()
+    axes: dict[str, list[str]] = {}
+    for o in parser.parse_overrides(overrides):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                axes[key] = []  # range/interval sweeps are the sweeper's business
+                continue
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+
+    loader = GlobalHydra.instance().config_loader()
+    launch_dir = Path(config.hydra.runtime.cwd)
+    base = [values[0] for values in axes.values() if values]
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    seen: set[tuple[str, ...]] = set()
+    jobs = 1
+    for i, values in enumerate(v for v in axes.values() if v):
+        jobs *= len(values)
+        for value in values:
+            job = tuple(base[:i] + [value] + base[i + 1 :])
+            if job in seen:
+                continue
+            seen.add(job)
+            try:
+                (parsed,) = parser.parse_overrides([value])
+                if member_override(parsed):  # a per-run value: set on the composed base, as Hydra sets it
+                    if () not in composed:
+                        composed[()] = loader.load_sweep_config(config, base)
+                    cfg = apply_overrides(composed[()], [parsed])
+                else:
+                    cfg = loader.load_sweep_config(config, list(job))
+            except Exception as err:
+                raise ConfigError("override", value, "a valid value for its key", one_line(err)) from None
+            check(cfg, launch_dir)
+    if not seen:
+        check(config, launch_dir)
+    return jobs
+
+
+class SweepCallback(Callback):
+    """Checks every sweep value before any job trains, and opens the sweep's parent run."""
+
+    def __init__(self) -> None:
+        # Launchers pickle Hydra's context, callbacks included: keep no process handles here.
+        self.store: tuple[str, str] | None = None
+        self.parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            overrides = list(config.hydra.overrides.task)
+            sweep_params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+            every = sweep_params + overrides
+            jobs = preflight(config, every)
+            folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
+            folder.mkdir(parents=True, exist_ok=True)
+            record = SweepInfo(overrides=masked_overrides(every), jobs=jobs)
+            if config.tracking.enabled:
+                uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
+                self.store = (uri, config.tracking.experiment)
+                tracker = Tracker.get(*self.store)
+                tags = {
+                    **source_tags(),
+                    "gdexp.role": "sweep",
+                    "gdexp.overrides": " ".join(masked_overrides(every)),
+                    "gdexp.sweep_dir": str(folder),
+                    "gdexp.jobs": str(jobs),
+                }
+                self.parent = tracker.start_run("sweep " + (" ".join(shown_overrides(every)) or "default"), tags, {})
+                record.parent_run_id, record.tracking_uri = self.parent, masked(uri)
+                record.experiment = config.tracking.experiment
+            record.save(folder)
+        except (UserError, TrackingError) as err:
+            raise SweepAborted(err) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
+        record = SweepInfo.load(folder / SWEEP_FILE) if (folder / SWEEP_FILE).is_file() else None
+        if record is not None:  # the sweep's end goes on record first, for gdexp.sync
+            record.status = "FINISHED"
+            record.save(folder)
+        if self.store is not None and self.parent is not None:
+            try:
+                Tracker.get(*self.store).end_run(self.parent, "FINISHED")
+            except TrackingError as err:
+                print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends the sweep's run")

@@ -1,0 +1,239 @@
+"""The main process's side of the MLflow writers: :class:`Tracker` (one writer process per store
+and experiment) and :class:`WriterPool` (several, for a batched sweep's finished runs)."""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gdexp.tracking import protocol as p
+from gdexp.tracking.store import TRACKING_ALLOWED, TrackingError, masked
+
+
+class Tracker:
+    """The main process's end of a writer, one per (tracking URI, experiment) and process."""
+
+    _open: ClassVar[dict[tuple[str, str], Tracker]] = {}
+    _atexit_registered = False
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+        # A plain subprocess on a socket pair, not multiprocessing: it works the same from a
+        # launcher's worker processes (loky, submitit), whatever start method they use.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gdexp.tracking.writer", str(theirs.fileno()), uri, experiment],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._ready: str | None = None
+        if not Tracker._atexit_registered:
+            atexit.register(Tracker.close_all)
+            Tracker._atexit_registered = True
+
+    @property
+    def shown_uri(self) -> str:
+        """The store's URI as it may be printed: credentials masked."""
+        return masked(self.uri)
+
+    @classmethod
+    def get(cls, uri: str, experiment: str) -> Tracker:
+        """The process's tracker for ``uri`` and ``experiment``, its writer started if need be."""
+        key = (uri, experiment)
+        tracker = cls._open.get(key)
+        if tracker is None or tracker._process.poll() is not None:
+            tracker = cls._open[key] = cls(uri, experiment)
+        return tracker
+
+    def ready(self, timeout: float = 120.0) -> str:
+        """Wait until the store is open; its experiment id, or a :class:`TrackingError`."""
+        if self._ready is None:
+            if not self._conn.poll(timeout):
+                raise TrackingError(
+                    f"tracking.uri={self.shown_uri}: no answer from the store in {timeout:.0f} s; "
+                    f"allowed: {TRACKING_ALLOWED}"
+                )
+            try:
+                ready = self._conn.recv()
+            except EOFError:
+                ready = p.Ready(error=f"tracking.uri={self.shown_uri}: the MLflow writer died while connecting")
+            if ready.error is not None:
+                self._open.pop((self.uri, self.experiment), None)
+                raise TrackingError(ready.error)
+            self._ready = ready.experiment_id
+        return self._ready
+
+    def call(self, op: p.Op, timeout: float = 300.0) -> Any:
+        """Send an ``answered`` operation and wait for its value."""
+        self.ready()
+        name = type(op).__name__
+        try:
+            self._conn.send(op)
+            answered = self._conn.poll(timeout)
+        except OSError:
+            raise TrackingError(f"tracking.uri={self.shown_uri}: the MLflow writer is gone ({name})") from None
+        if not answered:
+            raise TrackingError(f"tracking: no answer from the MLflow writer in {timeout:.0f} s ({name})")
+        try:
+            reply: p.Reply = self._conn.recv()
+        except (EOFError, OSError):
+            raise TrackingError(f"tracking.uri={self.shown_uri}: the MLflow writer is gone ({name})") from None
+        if reply.failure:
+            print(f"gdexp: warning: an MLflow write failed: {reply.failure}", flush=True)
+        if reply.error is not None:
+            raise TrackingError(f"tracking.uri={self.shown_uri}: {reply.error}")
+        return reply.value
+
+    def send(self, op: p.Op) -> None:
+        """Queue an unanswered operation: a writer that is gone loses nothing the run's record keeps."""
+        try:
+            self._conn.send(op)
+        except OSError:
+            pass
+
+    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+        """Create a RUNNING run with its tags and params; its run id."""
+        return self.call(p.StartRun(name, tags, params))
+
+    def finished_run(self, config_hash: str) -> str | None:
+        """The id of a FINISHED run of the experiment with this config hash, if there is one."""
+        return self.call(p.FindFinished(config_hash))
+
+    def finished_runs(self) -> dict[str, str]:
+        """Config hash -> id of a FINISHED run, for every finished run of the experiment."""
+        return self.call(p.FinishedRuns())
+
+    def log_metrics(self, run_id: str, rows: list[p.MetricRow]) -> None:
+        """Queue ``(key, value, step)`` rows; the writer logs them in batches of 1000."""
+        if rows:
+            self.send(p.LogMetrics(run_id, rows))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.send(p.SetTags(run_id, tags))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.send(p.LogArtifact(run_id, str(path), artifact_path))
+
+    def log_loss_curve(self, run_id: str, loss: list[float], path: Path, title: str) -> None:
+        """Have the writer draw the run's loss curve into ``path`` and log it."""
+        self.send(p.DrawLossCurve(run_id, loss, str(path), title))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End the run once every queued write is in the store."""
+        self.call(p.EndRun(run_id, status))
+
+    def write_runs(self, runs: list[p.FinishedRun], timeout: float = 600.0) -> p.WrittenRuns:
+        """Write finished runs to the store (see :meth:`gdexp.tracking.writer.Writer.write_runs`)."""
+        return self.call(p.WriteRuns(runs), timeout=timeout)
+
+    def store_files(self, files: list[p.RunFiles], timeout: float = 600.0) -> list[str]:
+        """Draw loss curves and store runs' files; the failures."""
+        return self.call(p.StoreFiles(files), timeout=timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the writer; runs still open are ended FAILED."""
+        try:
+            self._conn.send(p.Close())
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.terminate()
+        if self._open.get((self.uri, self.experiment)) is self:
+            del self._open[(self.uri, self.experiment)]
+
+    @classmethod
+    def close_all(cls) -> None:
+        for tracker in list(cls._open.values()):
+            tracker.close()
+
+
+class WriterPool:
+    """Writer processes for one store, fed by threads, for a batched sweep's finished runs.
+
+    Store writers create the runs (the first is the process's own writer, which opened the
+    sweep's parent run: one MLflow start-up less); one more writer, when there are two or more,
+    draws the loss curves and stores the artifacts of the runs they created, which needs no store
+    call. All of it overlaps the main process training the next population. Not thread-safe with
+    other users of the process's writer: a launch uses it alone until :meth:`close`."""
+
+    CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
+
+    def __init__(self, uri: str, experiment: str, size: int):
+        stores = max(1, size - 1) if size >= 2 else 1
+        self.own = [Tracker(uri, experiment) for _ in range(max(1, size) - 1)]
+        self.stores = [Tracker.get(uri, experiment), *self.own[: stores - 1]]
+        self.artifacts = self.own[stores - 1 :]
+        self.runs: queue.Queue = queue.Queue()
+        self.files: queue.Queue = queue.Queue()
+        self.store_threads = [threading.Thread(target=self._feed_runs, args=(t,), daemon=True) for t in self.stores]
+        self.file_threads = [threading.Thread(target=self._feed_files, args=(t,), daemon=True) for t in self.artifacts]
+        for thread in self.store_threads + self.file_threads:
+            thread.start()
+
+    def submit(self, runs: list[tuple[p.FinishedRun, p.RunFiles]]) -> list[Future]:
+        """Queue finished runs with their files; a future of each one's MLflow run id (None if it failed)."""
+        futures: list[Future] = [Future() for _ in runs]
+        for i in range(0, len(runs), self.CHUNK):
+            self.runs.put((runs[i : i + self.CHUNK], futures[i : i + self.CHUNK]))
+        return futures
+
+    def _feed_runs(self, tracker: Tracker) -> None:
+        while (item := self.runs.get()) is not None:
+            runs, futures = item
+            try:
+                result = tracker.write_runs([run for run, _ in runs])
+            except TrackingError as err:
+                result = p.WrittenRuns([None] * len(runs), [str(err)])
+            warn_failures(result.failures)
+            stored = []
+            for (_, files), future, written in zip(runs, futures, result.written):
+                if written is None:
+                    future.set_result(None)
+                else:
+                    stored.append((future, written.run_id, replace(files, artifact_uri=written.artifact_uri)))
+            if stored and self.artifacts:
+                self.files.put(stored)
+            elif stored:
+                self._store_files(tracker, stored)
+
+    def _feed_files(self, tracker: Tracker) -> None:
+        while (stored := self.files.get()) is not None:
+            self._store_files(tracker, stored)
+
+    @staticmethod
+    def _store_files(tracker: Tracker, stored: list[tuple[Future, str, p.RunFiles]]) -> None:
+        try:
+            warn_failures(tracker.store_files([files for _, _, files in stored]))
+        except TrackingError as err:
+            warn_failures([str(err)])
+        for future, run_id, _ in stored:
+            future.set_result(run_id)
+
+    def close(self) -> None:
+        """Let the writers finish what is queued, then stop this pool's own."""
+        for queue_, threads in ((self.runs, self.store_threads), (self.files, self.file_threads)):
+            for _ in threads:
+                queue_.put(None)
+            for thread in threads:
+                thread.join()
+        for tracker in self.own:
+            tracker.close()
+
+
+def warn_failures(failures: list[str]) -> None:
+    """Say on stderr which MLflow writes failed (their records keep everything for gdexp.sync)."""
+    for failure in failures:
+        print(f"gdexp: warning: an MLflow write failed: {failure}", file=sys.stderr, flush=True)

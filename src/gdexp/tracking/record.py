@@ -1,0 +1,235 @@
+"""A run's complete record in its own job directory, whatever happens to the tracking store.
+
+A job directory holds ``config.yaml``, ``history.csv`` (every epoch) and ``run.json`` (what MLflow
+would hold but the curves: run name, params, tags, summary metrics, status, and where the run
+belongs). ``run.json`` is the commit point and is always written last, atomically: a kill at any
+instant leaves either a complete FINISHED (or KILLED) record or an unfinished one (RUNNING, or no
+``run.json`` at all), never a final status beside a torn history. A per-run job writes RUNNING when
+it starts and appends ``history.csv`` at every flush, so a killed job keeps its curves up to the
+last flush; a batched member, which has ended when it is recorded, writes its record once.
+``gdexp.sync`` replays records into a store that lacks them. A sweep's directory also holds
+``gdexp_sweep.json``: its parent run and its end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdexp.tracking.protocol import MetricRow
+from gdexp.training.analysis import predictions_many
+from gdexp.training.data import Dataset
+from gdexp.training.history import History
+
+RECORD_FILE = "run.json"
+SWEEP_FILE = "gdexp_sweep.json"
+FINAL = ("FINISHED", "KILLED", "FAILED")
+
+
+class DamagedRecord(ValueError):
+    """A record file that cannot be read back: named, skipped, never fatal to the others."""
+
+
+@dataclass
+class RunInfo:
+    """What ``run.json`` holds."""
+
+    record_id: str
+    run_name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    tracking_uri: str | None  # credentials masked
+    experiment: str
+    parent_run_id: str | None = None
+    mlflow_run_id: str | None = None
+    status: str = "RUNNING"
+    metrics: list[MetricRow] = field(default_factory=list)
+    curve_points: int = 0  # MLflow's curves of a batched run: an even grid of this many steps (0: every epoch)
+
+    @classmethod
+    def load(cls, path: Path) -> RunInfo:
+        """Read a ``run.json``; a :class:`DamagedRecord` if it is not one."""
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise DamagedRecord(f"{path}: not readable JSON ({err})") from None
+        if not isinstance(raw, dict):
+            raise DamagedRecord(f"{path}: not a run record (a JSON object)")
+        known = {f.name for f in fields(cls)}
+        try:
+            info = cls(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as err:
+            raise DamagedRecord(f"{path}: {err}") from None
+        problems = [
+            name
+            for name, ok in (
+                ("record_id", isinstance(info.record_id, str) and info.record_id),
+                ("run_name", isinstance(info.run_name, str)),
+                ("params", isinstance(info.params, dict)),
+                ("tags", isinstance(info.tags, dict)),
+                ("experiment", isinstance(info.experiment, str)),
+                ("status", info.status in ("RUNNING", *FINAL)),
+                ("metrics", isinstance(info.metrics, list) and all(_metric_row(m) for m in info.metrics)),
+                ("curve_points", isinstance(info.curve_points, int)),
+            )
+            if not ok
+        ]
+        if problems:
+            raise DamagedRecord(f"{path}: bad {', '.join(problems)}")
+        info.metrics = [(str(k), float(v), int(s)) for k, v, s in info.metrics]
+        return info
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / RECORD_FILE, asdict(self))
+
+
+def _metric_row(row: Any) -> bool:
+    return (
+        isinstance(row, (list, tuple))
+        and len(row) == 3
+        and isinstance(row[0], str)
+        and isinstance(row[1], (int, float))
+        and isinstance(row[2], int)
+    )
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``path`` atomically: a reader (or a kill) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """A job directory's files, written as the run goes."""
+
+    def __init__(
+        self,
+        folder: Path,
+        info: RunInfo,
+        history: History,
+        data: Dataset,
+        bias: bool,
+        points: list[list[float]],
+        pred_columns: list[str],
+    ):
+        self.folder, self.info = folder, info
+        self.history, self.data, self.bias, self.points = history, data, bias, points
+        self.header = ["epoch", "loss", *history.param_names, *pred_columns]
+        self._written = 0  # history rows (steps) already in history.csv
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self, config_yaml: str) -> None:
+        """A run that starts: its config, the header of its history, and ``run.json`` RUNNING."""
+        (self.folder / "config.yaml").write_text(config_yaml)
+        with (self.folder / "history.csv").open("w", newline="") as fh:
+            csv.writer(fh).writerow(self.header)
+        self.info.save(self.folder)
+
+    def append_history(self) -> None:
+        """Append every step recorded since the last call to ``history.csv``."""
+        rows = self._rows()
+        if rows:
+            with (self.folder / "history.csv").open("a", newline="") as fh:
+                csv.writer(fh).writerows(rows)
+
+    def finish(self, status: str, tags: dict[str, str], metrics: list[MetricRow]) -> None:
+        """The rest of the history, then ``run.json`` with its final status: the commit point."""
+        self.append_history()
+        self.info.status, self.info.tags, self.info.metrics = status, tags, metrics
+        self.info.save(self.folder)
+
+    def write_whole(self, config_yaml: str, status: str, tags: dict[str, str], metrics: list[MetricRow]) -> None:
+        """A run that has ended, written at once: config and whole history first (each atomically),
+        ``run.json`` last."""
+        (self.folder / ".config.yaml.tmp").write_text(config_yaml)
+        os.replace(self.folder / ".config.yaml.tmp", self.folder / "config.yaml")
+        tmp = self.folder / ".history.csv.tmp"
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.header)
+            writer.writerows(self._rows())
+        os.replace(tmp, self.folder / "history.csv")
+        self.info.status, self.info.tags, self.info.metrics = status, tags, metrics
+        self.info.save(self.folder)
+
+    def _rows(self) -> list[list[Any]]:
+        h = self.history
+        steps = range(self._written, h.epochs + 1)
+        preds = predictions_many(h.params[steps.start :], self.points, self.data, self.bias).tolist()
+        rows = []
+        for step, pred in zip(steps, preds):
+            loss = repr(h.loss[step - 1]) if step else ""
+            rows.append([step, loss, *map(repr, h.params[step]), *map(repr, pred)])
+        self._written = h.epochs + 1
+        return rows
+
+
+def set_run_id(folder: Path, run_id: str) -> None:
+    """Note in a record the MLflow run that holds it (written once the store has it)."""
+    info = RunInfo.load(folder / RECORD_FILE)
+    info.mlflow_run_id = run_id
+    info.save(folder)
+
+
+def find_records(path: Path) -> list[Path]:
+    """Every ``run.json`` at or below ``path`` (a run directory or a sweep directory)."""
+    if (path / RECORD_FILE).is_file():
+        return [path / RECORD_FILE]
+    return sorted(path.rglob(RECORD_FILE))
+
+
+def thin_steps(first: int, last: int, points: int) -> np.ndarray:
+    """An even grid of at least ``points`` steps from ``first`` to ``last``, both included; every
+    step when there are no more than ``points`` (or ``points`` is 0): the steps of a batched run's
+    curves that MLflow holds."""
+    if points <= 0 or last - first + 1 <= points:
+        return np.arange(first, last + 1)
+    return np.unique(np.rint(np.linspace(first, last, points)).astype(int))
+
+
+# --------------------------------------------------------------------------- the sweep's record
+
+
+@dataclass
+class SweepInfo:
+    """What ``gdexp_sweep.json`` holds: where every job of the sweep finds its parent run."""
+
+    overrides: list[str]
+    jobs: int
+    parent_run_id: str | None = None
+    tracking_uri: str | None = None  # credentials masked
+    experiment: str | None = None
+    status: str = "RUNNING"
+
+    @classmethod
+    def load(cls, path: Path) -> SweepInfo:
+        try:
+            raw = json.loads(path.read_text())
+            info = cls(**{k: v for k, v in raw.items() if k in {f.name for f in fields(cls)}})
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            raise DamagedRecord(f"{path}: not a sweep record ({err})") from None
+        if not isinstance(info.parent_run_id, (str, type(None))) or info.status not in ("RUNNING", *FINAL):
+            raise DamagedRecord(f"{path}: bad parent_run_id or status")
+        return info
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / SWEEP_FILE, asdict(self))
+
+
+def sweep_dir(folder: str, launch_dir: str) -> Path:
+    """A sweep's directory, absolute: jobs may run elsewhere than the launch directory."""
+    path = Path(folder)
+    return path if path.is_absolute() else Path(launch_dir) / path
+
+
+def read_sweep(folder: Path) -> SweepInfo | None:
+    """The record of the sweep whose directory is ``folder``, if it has one."""
+    path = folder / SWEEP_FILE
+    return SweepInfo.load(path) if path.is_file() else None

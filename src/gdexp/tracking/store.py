@@ -1,0 +1,202 @@
+"""Store access: the tracking URI, opening a store, retries, and the few calls gdexp makes.
+
+Every process that talks to MLflow (the writer, ``gdexp.sync``, ``gdexp.compare``) opens its
+store here. Imports neither Hydra nor torch, and MLflow only when a store is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from gdexp.errors import UserError
+
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+TRACKING_ALLOWED = "a reachable MLflow tracking URI (sqlite:///path.db, http://host:port, postgresql://...)"
+T = TypeVar("T")
+
+
+class TrackingError(UserError, RuntimeError):
+    """The tracking store cannot be used: one line, reported before any training."""
+
+
+def resolve_uri(uri: str | None, launch_dir: Path) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the launch directory; a
+    relative SQLite path is made absolute so that jobs never split the store, and a bare
+    ``postgresql://`` gets the psycopg2 driver."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir / 'mlflow.db'}"
+    if uri.startswith(("postgresql://", "postgres://")):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; gdexp ships psycopg2.
+        uri = "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///") :]
+        if path and path != ":memory:":
+            uri = f"sqlite:///{(launch_dir / path).resolve()}"
+    return uri
+
+
+def masked(uri: str) -> str:
+    """``uri`` as it may be shown or stored: a password in it becomes ``***``."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's text (or its type's name)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def connection_lost(err: Exception) -> bool:
+    """Whether an error says the tracking server stopped answering."""
+    text = str(err)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out"))
+
+
+def check_reachable(uri: str, timeout: float = 10) -> None:
+    """A :class:`TrackingError` unless the server answers ``/health`` or the SQLite folder is writable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(
+                f"tracking.uri={masked(uri)}: cannot reach the tracking server ({reason}); allowed: {TRACKING_ALLOWED}"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(
+                f"tracking.uri={masked(uri)}: the folder {folder} does not exist or is not "
+                f"writable; allowed: {TRACKING_ALLOWED}"
+            )
+
+
+def connect(uri: str, experiment: str, attempts: int = 5) -> tuple[Any, str]:
+    """An ``MlflowClient`` on ``uri`` and the id of ``experiment`` (created if need be). Two
+    processes opening a fresh store at once race to create its tables (or the experiment): the
+    loser retries, with backoff."""
+    for attempt in range(attempts):
+        try:
+            return _open_store(uri, experiment)
+        except TrackingError:
+            if attempt == attempts - 1 or uri.startswith(("http://", "https://")):
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
+    check_reachable(uri)
+    from mlflow import MlflowClient  # heavy: imported when a store is first opened
+    from mlflow.exceptions import MlflowException
+
+    for name in ("mlflow", "alembic"):  # store migrations log at INFO: not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return client, found.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+        try:
+            return client, client.create_experiment(experiment, artifact_location=location)
+        except MlflowException:  # created meanwhile by a parallel job
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return client, found.experiment_id
+    except MlflowException as err:
+        raise TrackingError(f"tracking.uri={masked(uri)}: {first_line(err)}; allowed: {TRACKING_ALLOWED}") from None
+    except Exception as err:  # a driver error, a refused connection, a bad scheme
+        problem = f"{type(err).__name__}: {first_line(err)}"
+        raise TrackingError(f"tracking.uri={masked(uri)}: {problem}; allowed: {TRACKING_ALLOWED}") from None
+
+
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
+    """``call`` with backoff while SQLite reports the store locked by another writer (parallel
+    jobs): 0.05 s doubling to 2 s, about 15 s in all, before the error is let through."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if "locked" not in str(err).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def log_whole(
+    client: Any,
+    run_id: str,
+    *,
+    params: dict[str, str] | None = None,
+    metrics: list[tuple[str, float, int]] | tuple = (),
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Log params, ``(key, value, step)`` metric rows and tags on a run in as few ``log_batch``
+    calls as MLflow's limits allow (100 params, 100 tags, 1000 entries a call), each retried
+    while SQLite reports the store locked."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    ps = [Param(k, v) for k, v in (params or {}).items()]
+    ms = [Metric(k, v, now, s) for k, v, s in metrics]
+    ts = [RunTag(k, v) for k, v in (tags or {}).items()]
+    while ps or ms or ts:
+        some_params, ps = ps[:100], ps[100:]
+        some_tags, ts = ts[:100], ts[100:]
+        room = BATCH - len(some_params) - len(some_tags)
+        some_metrics, ms = ms[:room], ms[room:]
+        retrying(client.log_batch, run_id, metrics=some_metrics, params=some_params, tags=some_tags)
+
+
+def finished_runs(client: Any, experiment_id: str) -> dict[str, str]:
+    """Config hash -> id of a FINISHED run, for every finished run of the experiment (one paged
+    search: what a resumed sweep checks its jobs against)."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = retrying(
+            client.search_runs, [experiment_id], "attributes.status = 'FINISHED'", max_results=10000, page_token=token
+        )
+        for run in page:
+            found.setdefault(run.data.tags.get("gdexp.config_hash"), run.info.run_id)
+        token = page.token
+        if not token:
+            return found
+
+
+def find_finished(client: Any, experiment_id: str, config_hash: str) -> str | None:
+    """The id of a FINISHED run of the experiment with this config hash, if there is one."""
+    found = retrying(
+        client.search_runs,
+        [experiment_id],
+        f"tags.`gdexp.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def log_file(uri: str, run_id: str, path: Path) -> None:
+    """Log one file on an existing run, outside any job (the sweep report on its parent run)."""
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).log_artifact(run_id, str(path))

@@ -1,0 +1,180 @@
+"""Replay into the tracking store every run record it lacks (``gdexp-sync PATH``).
+
+PATH is a run's job directory or a sweep directory. Each ``run.json`` (see
+:mod:`gdexp.tracking.record`) is matched to the store by its ``gdexp.record_id`` tag: a missing run
+is created under its sweep's parent run, an incomplete one gets the metric points, tags and
+artifacts it lacks and its final status. A record left RUNNING belongs to a job that died, and is
+ended FAILED. A damaged record or history line is named and skipped; the rest is synced. Running
+it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gdexp.tracking.protocol import MetricRow
+from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, thin_steps
+from gdexp.tracking.store import connect, log_whole, masked
+
+ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
+
+
+@dataclass
+class SyncReport:
+    """What a sync did: runs created, completed, already up to date; what it skipped and why."""
+
+    created: int = 0
+    completed: int = 0
+    up_to_date: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> str:
+        line = f"{self.created} created, {self.completed} completed, {self.up_to_date} up to date"
+        return line + (f", {len(self.skipped)} skipped" if self.skipped else "")
+
+
+def curves(folder: Path, curve_points: int = 0, problems: list[str] | None = None) -> list[MetricRow]:
+    """``(key, value, step)`` of every curve in a job directory's history.csv; for a run of a
+    batched sweep, on the even grid of ``curve_points`` steps its MLflow curves were written on.
+    A line that is torn or not numbers (a kill mid-write) is left out and noted in ``problems``."""
+    path = folder / "history.csv"
+    if not path.is_file():
+        return []
+    lines: list[dict[str, str]] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        for line in reader:
+            if None in line.values() or None in line or not _numbers(line):
+                if problems is not None:
+                    problems.append(f"{path}: line {reader.line_num} is torn or not numbers; left out")
+                continue
+            lines.append(line)
+    last = int(float(lines[-1]["epoch"])) if lines else 0
+    keep = {name: set(thin_steps(first, last, curve_points).tolist()) for name, first in (("loss", 1), ("", 0))}
+    rows = []
+    for line in lines:
+        step = int(float(line["epoch"]))
+        for key, value in line.items():
+            if key == "epoch" or value == "" or key.startswith("pred_"):
+                continue
+            if step in keep["loss" if key == "loss" else ""]:
+                rows.append((key, float(value), step))
+    return rows
+
+
+def _numbers(line: dict[str, Any]) -> bool:
+    try:
+        for value in line.values():
+            if value != "":
+                float(value)
+        return line.get("epoch", "") != ""
+    except (TypeError, ValueError):
+        return False
+
+
+def _records(path: Path, report: SyncReport) -> Iterator[tuple[Path, RunInfo]]:
+    for record_path in find_records(path):
+        try:
+            yield record_path.parent, RunInfo.load(record_path)
+        except DamagedRecord as err:
+            report.skipped.append(str(err))
+            print(f"skipped    {err}")
+
+
+def recorded_uri(recorded: str | None) -> str | None:
+    """The store a record names. Records keep URIs with credentials masked; the unmasked one is
+    ``MLFLOW_TRACKING_URI`` when that masks to the same text."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if recorded and "***" in recorded and env and masked(env) == recorded:
+        return env
+    return recorded
+
+
+class _Stores:
+    """Each store opened once per sync."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str], tuple[Any, str]] = {}
+
+    def get(self, uri: str, experiment: str) -> tuple[Any, str]:
+        if (uri, experiment) not in self.open:
+            self.open[(uri, experiment)] = connect(uri, experiment)
+        return self.open[(uri, experiment)]
+
+
+def sync(path: Path, uri: str | None = None) -> SyncReport:
+    """Replay the records at or below ``path`` into their store (or into ``uri``)."""
+    report = SyncReport()
+    stores = _Stores()
+    for folder, rec in _records(path, report):
+        target = uri or recorded_uri(rec.tracking_uri)
+        if target is None:
+            continue  # tracking was off for this run
+        _sync_run(folder, rec, *stores.get(target, rec.experiment), report)
+    sweep_files = [path / SWEEP_FILE] if (path / SWEEP_FILE).is_file() else sorted(path.rglob(SWEEP_FILE))
+    for sweep_file in sweep_files:
+        try:
+            sweep = SweepInfo.load(sweep_file)
+        except DamagedRecord as err:
+            report.skipped.append(str(err))
+            print(f"skipped    {err}")
+            continue
+        target = uri or recorded_uri(sweep.tracking_uri)
+        if sweep.parent_run_id and sweep.status in ("FINISHED", "FAILED", "KILLED") and target and sweep.experiment:
+            client, _ = stores.get(target, sweep.experiment)
+            if client.get_run(sweep.parent_run_id).info.status != sweep.status:
+                client.set_terminated(sweep.parent_run_id, sweep.status)
+                print(f"ended      sweep run {sweep.parent_run_id} {sweep.status}")
+    return report
+
+
+def _sync_run(folder: Path, rec: RunInfo, client: Any, experiment_id: str, report: SyncReport) -> None:
+    found = client.search_runs([experiment_id], f"tags.`gdexp.record_id` = '{rec.record_id}'", max_results=1)
+    tags = dict(rec.tags)
+    if rec.parent_run_id:
+        tags["mlflow.parentRunId"] = rec.parent_run_id
+    changed = False
+    if found:
+        run = found[0]
+    else:
+        run = client.create_run(
+            experiment_id, run_name=rec.run_name, tags=tags, start_time=int(folder.stat().st_mtime * 1000)
+        )
+        log_whole(client, run.info.run_id, params=rec.params)
+        changed = True
+    run_id = run.info.run_id
+
+    wanted = curves(folder, rec.curve_points, report.skipped) + list(rec.metrics)
+    have: dict[str, set[int]] = {}
+    missing = []
+    for name, value, step in wanted:
+        if name not in have:
+            have[name] = {m.step for m in client.get_metric_history(run_id, name)} if found else set()
+        if step not in have[name]:
+            missing.append((name, value, step))
+    stored_tags = run.data.tags if found else {}
+    new_tags = {k: v for k, v in rec.tags.items() if stored_tags.get(k) != v}
+    log_whole(client, run_id, metrics=missing, tags=new_tags)
+    present = {a.path for a in client.list_artifacts(run_id)} if found else set()
+    for name in ARTIFACTS:
+        if name not in present and (folder / name).is_file():
+            client.log_artifact(run_id, str(folder / name))
+            changed = True
+    status = rec.status if rec.status != "RUNNING" else "FAILED"  # its job died
+    if client.get_run(run_id).info.status != status:
+        client.set_terminated(run_id, status)
+        changed = True
+    changed = changed or bool(missing) or bool(new_tags)
+    what = "created" if not found else "completed" if changed else "up to date"
+    if what == "created":
+        report.created += 1
+    elif what == "completed":
+        report.completed += 1
+    else:
+        report.up_to_date += 1
+    print(f"{what:10s} {rec.run_name} ({len(missing)} metric points added) -> {run_id}")

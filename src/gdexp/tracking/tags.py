@@ -1,0 +1,64 @@
+"""What a run is called and where its code came from: run names and MLflow's source tags."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+from pathlib import Path
+
+from gdexp.tracking.store import masked
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_GIT_COMMIT: list[str | None] = []
+
+
+def git_commit() -> str | None:
+    """The commit of the gdexp checkout the code runs from, when it is one."""
+    if not _GIT_COMMIT:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(PACKAGE_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
+            _GIT_COMMIT.append(out.stdout.strip() if out.returncode == 0 else None)
+        except (OSError, subprocess.SubprocessError):
+            _GIT_COMMIT.append(None)
+    return _GIT_COMMIT[0]
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags, which the fluent API would set."""
+    tags = {"mlflow.source.name": "gdexp.run", "mlflow.source.type": "LOCAL"}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except Exception:
+        pass
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def shown_overrides(overrides: list[str]) -> list[str]:
+    """The overrides a run's name and tags show: tracking and Hydra settings left out (a tracking
+    URI may hold credentials), swept booleans as the user typed them."""
+    shown = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not key.startswith(("tracking.", "hydra.")):
+            # Hydra writes swept booleans back as True/False; show them as the user typed them.
+            shown.append(f"{key}={value.lower() if value in ('True', 'False') else value}")
+    return shown
+
+
+def masked_overrides(overrides: list[str]) -> list[str]:
+    """The overrides with any credentials in their values masked (``tracking.uri=...``)."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        out.append(f"{key}{sep}{masked(value)}" if sep else override)
+    return out
+
+
+def run_name(overrides: list[str]) -> str:
+    """A run's name: its overrides in command-line order, tracking settings left out."""
+    return ",".join(shown_overrides(overrides)) or "default"

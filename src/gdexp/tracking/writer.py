@@ -1,0 +1,196 @@
+"""The MLflow writer: a child process that does all of a process's writing to the store.
+
+``python -m gdexp.tracking.writer FD URI EXPERIMENT`` opens the store while the main process
+imports torch and trains, then serves the operations of :mod:`gdexp.tracking.protocol` that
+arrive on the socket ``FD``, one handler each. Tracking thus costs the main process almost
+nothing, and a run is never left RUNNING: when the main process dies, the writer sees the socket
+close and ends every run it opened as FAILED. Imports neither Hydra nor torch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from gdexp.tracking import protocol as p
+from gdexp.tracking.loss_curve import drawer, save_loss_curve
+from gdexp.tracking.store import (
+    TrackingError,
+    check_reachable,
+    connect,
+    connection_lost,
+    find_finished,
+    finished_runs,
+    first_line,
+    log_whole,
+    retrying,
+)
+
+
+class Writer:
+    """One store, one experiment, the operations of one main process."""
+
+    def __init__(self, conn: Connection, uri: str, client: Any, experiment_id: str):
+        self.conn, self.uri, self.client, self.experiment_id = conn, uri, client, experiment_id
+        self.remote = uri.startswith(("http://", "https://"))
+        self.down = False  # the server stopped answering: fail fast until a new run finds it back
+        self.open_runs: set[str] = set()
+        self.failure: str | None = None  # an unanswered write that failed, reported with the next reply
+        self.handlers: dict[type, Callable[[Any], Any]] = {
+            p.StartRun: self.start_run,
+            p.LogMetrics: self.log_metrics,
+            p.SetTags: self.set_tags,
+            p.LogArtifact: self.log_artifact,
+            p.DrawLossCurve: self.draw_loss_curve,
+            p.EndRun: self.end_run,
+            p.FindFinished: self.find_finished,
+            p.FinishedRuns: self.finished_runs,
+            p.WriteRuns: self.write_runs,
+            p.StoreFiles: self.store_files,
+        }
+
+    # ------------------------------------------------------------------ the handlers
+
+    def start_run(self, op: p.StartRun) -> str:
+        run = retrying(self.client.create_run, self.experiment_id, run_name=op.name, tags=op.tags)
+        self.open_runs.add(run.info.run_id)
+        log_whole(self.client, run.info.run_id, params=op.params)
+        return run.info.run_id
+
+    def log_metrics(self, op: p.LogMetrics) -> None:
+        log_whole(self.client, op.run_id, metrics=op.rows)
+
+    def set_tags(self, op: p.SetTags) -> None:
+        log_whole(self.client, op.run_id, tags=op.tags)
+
+    def log_artifact(self, op: p.LogArtifact) -> None:
+        retrying(self.client.log_artifact, op.run_id, op.path, op.artifact_path)
+
+    def draw_loss_curve(self, op: p.DrawLossCurve) -> None:
+        drawn = save_loss_curve(op.loss, Path(op.path), op.title)
+        retrying(self.client.log_artifact, op.run_id, str(drawn))
+
+    def end_run(self, op: p.EndRun) -> None:
+        retrying(self.client.set_terminated, op.run_id, op.status)
+        self.open_runs.discard(op.run_id)
+
+    def find_finished(self, op: p.FindFinished) -> str | None:
+        return find_finished(self.client, self.experiment_id, op.config_hash)
+
+    def finished_runs(self, op: p.FinishedRuns) -> dict[str, str]:
+        return finished_runs(self.client, self.experiment_id)
+
+    def write_runs(self, op: p.WriteRuns) -> p.WrittenRuns:
+        """Each finished run in as few calls as MLflow allows: create (with its tags), one
+        ``log_batch`` per 1000 params and metrics, end. A run that fails is ended FAILED if it was
+        created; its record keeps everything for ``gdexp.sync``."""
+        out = p.WrittenRuns()
+        for run in op.runs:
+            created = None
+            try:
+                created = retrying(self.client.create_run, self.experiment_id, run_name=run.name, tags=run.tags)
+                log_whole(self.client, created.info.run_id, params=run.params, metrics=run.metrics)
+                retrying(self.client.set_terminated, created.info.run_id, run.status)
+                out.written.append(p.Written(created.info.run_id, created.info.artifact_uri))
+            except Exception as err:
+                out.failures.append(f"[{run.name}] {type(err).__name__}: {first_line(err)}")
+                out.written.append(None)
+                if created is not None:
+                    self._end_failed(created.info.run_id)
+        return out
+
+    def store_files(self, op: p.StoreFiles) -> list[str]:
+        """Draw each run's loss curve and put it and the run's files in its artifact location (no
+        store call: the artifact repository is reached from the run's artifact URI)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        failures = []
+        for files in op.files:
+            try:
+                repository = get_artifact_repository(files.artifact_uri, tracking_uri=self.uri)
+                drawn = save_loss_curve(files.loss, Path(files.loss_curve), files.name)
+                for path in [*files.artifacts, str(drawn)]:
+                    retrying(repository.log_artifact, path)
+            except Exception as err:
+                failures.append(f"[{files.name}] artifacts: {type(err).__name__}: {first_line(err)}")
+        return failures
+
+    # ------------------------------------------------------------------ serving
+
+    def serve(self) -> None:
+        """Handle operations until the main process closes the socket or says :class:`~p.Close`."""
+        while True:
+            try:
+                op = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if isinstance(op, p.Close):
+                break
+            self.handle(op)
+        for run_id in list(self.open_runs):
+            self._end_failed(run_id)
+
+    def handle(self, op: p.Op) -> None:
+        if self.down and isinstance(op, p.StartRun):
+            try:
+                check_reachable(self.uri, timeout=3)
+                self.down = False
+            except TrackingError:
+                pass
+        if self.down:
+            self._answer(op, error="the tracking server is not answering", failure=f"{type(op).__name__}: down")
+            return
+        try:
+            value = self.handlers[type(op)](op)
+        except Exception as err:  # keep serving: a lost write must not lose the rest of the run
+            self.down = self.remote and connection_lost(err)
+            self._answer(op, error=f"{type(op).__name__}: {type(err).__name__}: {first_line(err)}")
+            return
+        if op.answered:
+            self.conn.send(p.Reply(value=value, failure=self.failure))
+            self.failure = None
+
+    def _answer(self, op: p.Op, *, error: str, failure: str | None = None) -> None:
+        """An operation that failed: answered with the error, or kept to report with the next reply."""
+        if op.answered:
+            self.conn.send(p.Reply(error=error))
+        else:
+            self.failure = self.failure or failure or error
+
+    def _end_failed(self, run_id: str) -> None:
+        try:
+            retrying(self.client.set_terminated, run_id, "FAILED")
+        except Exception:
+            pass
+        self.open_runs.discard(run_id)
+
+
+def main(fd: int, uri: str, experiment: str) -> None:
+    """The writer process: open the store, say so, serve."""
+    # The main process decides when runs end; a Ctrl-C or SIGTERM to the process group must not
+    # cut a write in half. When the main process is gone, recv() raises EOFError.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A server that stops answering should fail a write in seconds, not after minutes of retries:
+    # the run's own record keeps everything for gdexp.sync.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    conn = Connection(fd)
+    try:
+        client, experiment_id = connect(uri, experiment)
+    except TrackingError as err:
+        conn.send(p.Ready(error=str(err)))
+        return
+    conn.send(p.Ready(experiment_id=experiment_id))
+    drawer()  # Matplotlib's import, while the main process is still importing torch
+    Writer(conn, uri, client, experiment_id).serve()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3])

@@ -14,6 +14,7 @@ CASES = {  # data, bias, 2 / lambda_max of the MSE Hessian
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_lr_max_stable_is_two_over_largest_hessian_eigenvalue(case, tmp_path):
     overrides, bound = CASES[case]
@@ -23,7 +24,10 @@ def test_lr_max_stable_is_two_over_largest_hessian_eigenvalue(case, tmp_path):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("engine", ["lightning", "autograd", "numpy"])
+@pytest.mark.parametrize(
+    "engine",
+    [pytest.param("lightning", marks=pytest.mark.slow), pytest.param("autograd", marks=pytest.mark.slow), "numpy"],
+)
 def test_lr_just_above_bound_diverges_and_just_below_converges(case, engine, tmp_path):
     overrides, _ = CASES[case]
     bound = run(overrides + ["epochs=1"], tmp_path).summary["lr_max_stable"]

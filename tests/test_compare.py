@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import gdexp
+from conftest import empty_store, gdexp
 from mlflow import MlflowClient
 
 from gdexp import compare
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.slow  # the module's sweeps are real subprocesses
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, store_template):
     """Two real sweeps in one store: lr x optimizer (one run diverges), then seeds x optimizer."""
     import os
 
     folder = tmp_path_factory.mktemp("compare")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = empty_store(folder, store_template)
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     env.pop("HYDRA_FULL_ERROR", None)
     grid = gdexp(["-m", "lr=0.01,0.05,0.2", "optimizer=sgd,adam", "epochs=60"], folder, env)

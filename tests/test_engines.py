@@ -29,6 +29,7 @@ DATASETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("data", list(DATASETS))
@@ -41,6 +42,7 @@ def test_lightning_equals_plain_pytorch_loop(optimizer, bias, data, tmp_path):
     np.testing.assert_array_equal(params_l, params_a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_lightning_equals_plain_loop_on_csv_with_two_targets(optimizer, bias, csv_data, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from conftest import make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,6 +73,7 @@ def assert_one_line(err: Exception) -> None:
 # derandomize: CI runs the same 150 examples every time; explore with --hypothesis-seed=N.
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides())
+@pytest.mark.slow
 def test_any_configuration_runs_or_fails_in_one_line(args):
     try:
         cfg = make_config(args)

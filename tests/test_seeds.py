@@ -72,7 +72,7 @@ SEED_001_TORCH = {
 SEED_000_TORCH = ["69.0000", "31.3350", "14.4032", "6.7813", "3.3407", "1.7785", "1.0607"]
 
 
-@pytest.mark.parametrize("engine", ["lightning", "autograd"])
+@pytest.mark.parametrize("engine", ["lightning", pytest.param("autograd", marks=pytest.mark.slow)])
 def test_seed_004_table_reproduced(engine, tmp_path):
     rec = run_recorded([f"engine={engine}", "epochs=20"], tmp_path)
     w, loss, pred = rec.curve("w"), rec.curve("loss"), rec.curve("pred_5")
@@ -81,6 +81,7 @@ def test_seed_004_table_reproduced(engine, tmp_path):
     assert (f"{pred[0]:.3f}", f"{pred[20]:.3f}") == ("0.000", "9.612")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["lightning", "autograd"])
 def test_seed_003_losses_to_ten_decimals(engine, tmp_path):
     rec = run_recorded([f"engine={engine}", "epochs=100"], tmp_path)
@@ -89,6 +90,7 @@ def test_seed_003_losses_to_ten_decimals(engine, tmp_path):
     assert f"{rec.curve('pred_5')[100]:.3f}" == "10.000"
 
 
+@pytest.mark.slow
 def test_seed_001_numpy_table_via_sum_reduction(tmp_path):
     # The seeds' NumPy gradient np.dot(2x, err).mean() is a sum over samples (the mean of a scalar):
     # with loss_reduction=sum the harness takes the same step, 4x the MSE gradient here.
@@ -98,6 +100,7 @@ def test_seed_001_numpy_table_via_sum_reduction(tmp_path):
     assert f"{rec.curve('pred_5')[20]:.3f}" == "10.000"
 
 
+@pytest.mark.slow
 def test_seed_001_torch_table(tmp_path):
     rec = run_recorded(["epochs=20"], tmp_path)
     w, loss = rec.curve("w"), rec.curve("loss")
@@ -105,6 +108,7 @@ def test_seed_001_torch_table(tmp_path):
     assert f"{rec.curve('pred_5')[20]:.3f}" == "9.612"
 
 
+@pytest.mark.slow
 def test_seed_002_ten_epochs_numpy_and_torch(tmp_path):
     numpy = run_recorded(["engine=numpy", "loss_reduction=sum", "epochs=10"], tmp_path)
     torch = run_recorded(["engine=autograd", "epochs=10"], tmp_path)
@@ -116,6 +120,7 @@ def test_seed_002_ten_epochs_numpy_and_torch(tmp_path):
     assert [f"{torch.curve('w')[e]:.3f}" for e in odd] == ["0.300", "0.772", "1.113", "1.359", "1.537"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["lightning", "autograd"])
 def test_seed_000_torch_losses_with_bias(engine, tmp_path):
     rec = run_recorded([f"engine={engine}", "data=line_intercept", "bias=true", "lr=0.1", "epochs=100"], tmp_path)

@@ -71,6 +71,7 @@ def test_run_records_params_curves_summary_tags_and_artifacts(tmp_path):
     assert set(rows[0]) == {"epoch", "loss", "w", "b", "pred_5"}
 
 
+@pytest.mark.slow
 def test_curves_arrive_in_chunks_and_are_complete(tmp_path):
     out = run(["epochs=20000", "engine=autograd", "tracking.flush_seconds=0.05"], tmp_path, tracking=True)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
@@ -81,6 +82,7 @@ def test_curves_arrive_in_chunks_and_are_complete(tmp_path):
     assert len({m.timestamp for m in loss}) >= 3
 
 
+@pytest.mark.slow
 def test_same_config_same_numbers_and_hash(tmp_path):
     a = run(["epochs=30", "init=normal", "seed=5", "optimizer=adam"], tmp_path, tracking=True)
     b = run(["epochs=30", "init=normal", "seed=5", "optimizer=adam"], tmp_path, tracking=True)
@@ -91,6 +93,7 @@ def test_same_config_same_numbers_and_hash(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.fresh_store
 def test_sweep_gives_one_parent_and_eight_finished_children(tmp_path, cli_env):
     cli_env.pop("MLFLOW_TRACKING_URI")  # the embedded default: mlflow.db in the launch directory
     result = gdexp(["-m", "lr=0.01,0.1", "optimizer=sgd,adam", "bias=true,false"], tmp_path, cli_env)

@@ -58,6 +58,7 @@ def test_a_failed_operation_is_answered_and_the_writer_serves_on(store):
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_runs_left_open_are_ended_failed_when_the_writer_closes(store):
     uri, tracker = store
     run_id = tracker.start_run("open", {}, {})
@@ -65,6 +66,7 @@ def test_runs_left_open_are_ended_failed_when_the_writer_closes(store):
     assert MlflowClient(uri).get_run(run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_a_pool_writes_finished_runs_and_their_files(store, tmp_path):
     uri, tracker = store
     (tmp_path / "config.yaml").write_text("lr: 0.1\n")

@@ -6,12 +6,15 @@ store here. Imports neither Hydra nor torch, and MLflow only when a store is ope
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -78,11 +81,16 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
                 f"tracking.uri={masked(uri)}: cannot reach the tracking server ({reason}); allowed: {TRACKING_ALLOWED}"
             ) from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
+        path = Path(uri[len("sqlite:///") :])
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise TrackingError(
-                f"tracking.uri={masked(uri)}: the folder {folder} does not exist or is not "
+                f"tracking.uri={masked(uri)}: the folder {path.parent} does not exist or is not "
                 f"writable; allowed: {TRACKING_ALLOWED}"
+            )
+        if path.exists() and not path.is_file():
+            raise TrackingError(
+                f"tracking.uri={masked(uri)}: {path} is a {'folder' if path.is_dir() else 'special file'}, "
+                f"not a database file; allowed: {TRACKING_ALLOWED}"
             )
 
 
@@ -100,6 +108,37 @@ def connect(uri: str, experiment: str, attempts: int = 5) -> tuple[Any, str]:
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def first_open_lock(uri: str) -> Iterator[None]:
+    """Held while a process opens a SQLite store: the first open creates or migrates its tables,
+    and two processes doing that at once leave it half-migrated (``table _alembic_tmp_... already
+    exists``) for good. The lock file sits beside the database (``mlflow.db-gdexp.lock``)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :])
+    with open(path.with_name(path.name + "-gdexp.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _leftover_migration(uri: str, err: BaseException) -> bool:
+    """Drop the temporary tables of a migration some process left half done (an older gdexp, or
+    another tool opening the store at the same instant), so that it can run again. Called with
+    :func:`first_open_lock` held; True when there was something to drop."""
+    if not uri.startswith("sqlite:///") or "_alembic_tmp_" not in str(err):
+        return False
+    time.sleep(1.0)  # a migration that is still running elsewhere gets the time to finish
+    with sqlite3.connect(uri[len("sqlite:///") :], timeout=30) as db:
+        names = [r[0] for r in db.execute("select name from sqlite_master where name like '_alembic_tmp_%'")]
+        for name in names:
+            db.execute(f'drop table if exists "{name}"')
+    return bool(names)
+
+
 def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
     check_reachable(uri)
     from mlflow import MlflowClient  # heavy: imported when a store is first opened
@@ -109,25 +148,36 @@ def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
-        client = MlflowClient(tracking_uri=uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return client, found.experiment_id
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
-        try:
-            return client, client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:  # created meanwhile by a parallel job
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                raise
-            return client, found.experiment_id
+        with first_open_lock(uri):
+            try:
+                return _client_and_experiment(MlflowClient(tracking_uri=uri), uri, experiment)
+            except Exception as err:
+                if not _leftover_migration(uri, err):
+                    raise
+                return _client_and_experiment(MlflowClient(tracking_uri=uri), uri, experiment)
     except MlflowException as err:
         raise TrackingError(f"tracking.uri={masked(uri)}: {first_line(err)}; allowed: {TRACKING_ALLOWED}") from None
     except Exception as err:  # a driver error, a refused connection, a bad scheme
         problem = f"{type(err).__name__}: {first_line(err)}"
         raise TrackingError(f"tracking.uri={masked(uri)}: {problem}; allowed: {TRACKING_ALLOWED}") from None
+
+
+def _client_and_experiment(client: Any, uri: str, experiment: str) -> tuple[Any, str]:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return client, found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    try:
+        return client, client.create_experiment(experiment, artifact_location=location)
+    except MlflowException:  # created meanwhile by a process on another machine
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return client, found.experiment_id
 
 
 def retrying(call: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:

@@ -9,6 +9,7 @@ the :class:`History`; each differs only in how one epoch's updates are computed.
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any, cast
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gdexp.config import ConfigError
 from gdexp.training.data import Dataset
-from gdexp.training.history import History
+from gdexp.training.history import History, RunInterrupted
 from gdexp.training.model import LinearRegression, losses, param_row
 
 
@@ -103,11 +104,18 @@ def fit(module, loader, *, epochs: int, accelerator: str, dtype: str) -> None:
         limit_val_batches=0,
         precision="64-true" if dtype == "float64" else "32-true",
     )
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     with warnings.catch_warnings():
         # Tiny in-memory batches: Lightning's advice about workers and returning None does not apply.
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
-        trainer.fit(module, train_dataloaders=loader)
+        try:
+            trainer.fit(module, train_dataloaders=loader)
+        except SIGTERMException:
+            # Lightning ends fit on SIGTERM with a SystemExit (exit status 0, a silent success);
+            # to gdexp a SIGTERM is an interrupt like SIGINT: recorded KILLED, exit 143.
+            raise RunInterrupted(signal.SIGTERM) from None
 
 
 def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches: Batches) -> None:

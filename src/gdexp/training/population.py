@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gdexp.training.engines import Batches, fit
+from gdexp.training.history import RunInterrupted
 
 # torch.optim classes whose step is lr times an lr-free direction, given the same state: SGD with
 # momentum, dampening, Nesterov and weight decay; Adam, AdamW (its decoupled decay is lr * wd * p);
@@ -215,5 +216,8 @@ def train_population(
     ``batch_size`` drawn from each member's seed; their curves."""
     module = Population(members, make_optimizer, reduction, scale_lr, stop)
     loader = MemberBatches(torch.from_numpy(X), torch.from_numpy(Y), batch_size, seeds or [0] * len(members))
-    fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)
+    try:
+        fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)
+    except RunInterrupted:  # a signal Lightning acted on first: the completed epochs are in the buffers
+        module.interrupted = True
     return module.curves()

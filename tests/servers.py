@@ -70,19 +70,32 @@ class Postgres:
 class MlflowServer:
     """`mlflow server` with a database backend and an artifact root, on 127.0.0.1."""
 
-    def __init__(self, backend: str, artifacts: Path, log: Path):
+    def __init__(self, backend: str, artifacts: Path, log: Path, admin_password: str | None = None):
+        """With ``admin_password``, MLflow's basic-auth app: every API call needs a login (user
+        ``admin``), ``/health`` does not."""
         self.backend, self.artifacts, self.log = backend, artifacts, log
+        self.admin_password = admin_password
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.start()
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 180) -> None:
         mlflow = Path(sys.executable).parent / "mlflow"
+        env = dict(os.environ)
+        auth: list[str] = []
+        if self.admin_password:
+            auth = ["--app-name", "basic-auth"]
+            env.update(
+                MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password,
+                MLFLOW_FLASK_SERVER_SECRET_KEY="gdexp-test-only",
+                MLFLOW_AUTH_CONFIG_PATH=str(self._auth_config()),
+            )
         self.process = subprocess.Popen(
             [
                 str(mlflow),
                 "server",
+                *auth,
                 "--backend-store-uri",
                 self.backend,
                 "--artifacts-destination",
@@ -97,6 +110,7 @@ class MlflowServer:
             stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -106,6 +120,17 @@ class MlflowServer:
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"mlflow server did not come up: {self.log.read_text()[-2000:]}")
+
+    def _auth_config(self) -> Path:
+        """The basic-auth app's settings, its user database beside the server's log."""
+        path = self.log.with_name("basic_auth.ini")
+        path.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{self.log.with_name('basic_auth.db')}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        return path
 
     def kill(self) -> None:
         """SIGKILL the server and its workers, as a crash would."""

@@ -155,6 +155,9 @@ def test_cli_writes_tables_and_pngs(store, tmp_path):
         (["table", "--pivot", "lr", "nope"], "--pivot=nope"),
         (["table", "--filter", "params.lr >< 1"], "--filter="),
         (["plot", "--kind", "heatmap"], "--kind=heatmap"),
+        (["table", "--top", "-1"], "argument --top"),
+        (["table", "--out", "/dev/null/t.csv"], "--out=/dev/null/t.csv"),
+        (["plot", "--out", "/dev/null/plots"], "--out=/dev/null/plots"),
     ],
 )
 def test_bad_selector_is_one_line(store, args, key):

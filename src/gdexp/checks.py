@@ -8,6 +8,8 @@ for any error: ``key=value: problem; allowed: ...``.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import sys
 import typing
@@ -17,7 +19,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gdexp.config import Config, ConfigError, Engine, group_options
+from gdexp.config import DATA_SCHEMAS, OPTIMIZER_SCHEMAS, Config, ConfigError, Engine, TrackingConfig, group_options
 from gdexp.errors import UserError
 
 
@@ -41,21 +43,30 @@ def _number(
         raise ConfigError(key, value, allowed)
 
 
+# A run keeps every epoch's loss and parameters in memory (and in history.csv).
+MAX_EPOCHS = 10_000_000
+MAX_SEED = 2**32 - 1  # NumPy's and PyTorch's seeds are 32-bit here
+MAX_NAME = 256  # MLflow keeps experiment names in a VARCHAR(256)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value the schema's types cannot; raise :class:`ConfigError` on the first."""
+    unknown_keys(cfg)
     _number(cfg, "lr", low=0, allowed="a finite number > 0")
-    if cfg.epochs < 1:
-        raise ConfigError("epochs", cfg.epochs, "an integer >= 1")
+    if not 1 <= cfg.epochs <= MAX_EPOCHS:
+        raise ConfigError("epochs", cfg.epochs, f"an integer from 1 to {MAX_EPOCHS:,} (every epoch is kept in memory)")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError("batch_size", cfg.batch_size, "null (full batch) or an integer >= 1")
     _number(cfg, "init_std", low=0, allowed="a finite number > 0")
-    if cfg.seed < 0:
-        raise ConfigError("seed", cfg.seed, "an integer >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", cfg.seed, f"an integer from 0 to {MAX_SEED}")
     _number(cfg, "converge_tol", low=0, low_open=False, allowed="a finite number >= 0")
     _number(cfg, "diverge_above", low=0, allowed="a finite number > 0")
     _number(cfg, "tracking.flush_seconds", low=0, low_open=False, allowed="a finite number >= 0")
-    if not str(cfg.tracking.experiment).strip():
-        raise ConfigError("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
+    name = str(cfg.tracking.experiment)
+    if not name.strip() or len(name) > MAX_NAME:
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise ConfigError("tracking.experiment", shown, f"a non-empty name of at most {MAX_NAME} characters")
     for point in cfg.predict_at:
         coords = point if isinstance(point, (list, ListConfig)) else [point]
         for v in coords:
@@ -73,6 +84,23 @@ def validate(cfg: DictConfig) -> None:
                 f"the numpy engine does plain gradient descent only (optimizer=sgd, "
                 f"no momentum or weight decay), not optimizer={opt.name}",
             )
+
+
+def unknown_keys(cfg: DictConfig) -> None:
+    """A key no schema has (``+foo=1``, ``+tracking.foo=1``) is a :class:`ConfigError` naming the
+    nearest known key. A group built without a schema (a user's dataset YAML) may hold any keys."""
+    for prefix, node in (("", cfg), ("tracking.", cfg.tracking), ("optimizer.", cfg.optimizer), ("data.", cfg.data)):
+        schema = OmegaConf.get_type(node)
+        if not isinstance(node, DictConfig) or not dataclasses.is_dataclass(schema):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in map(str, node.keys()):
+            if key in known or (prefix == "" and key == "hydra"):
+                continue
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {prefix}{near[0]}?" if near else ""
+            allowed = ", ".join(f"{prefix}{k}" for k in known if not k.startswith("_"))
+            raise ConfigError(f"{prefix}{key}", node[key], allowed, f"no such config key{hint}")
 
 
 def _validate_optimizer(cfg: DictConfig) -> None:
@@ -118,14 +146,14 @@ def one_line(err: BaseException) -> str:
         message = str(cause).strip().splitlines()[0]
         key = str(cause.full_key)
         if message.startswith("Key '") and "not in" in message:
-            return f"{key}: no such config key; allowed: {_allowed(None)}"
+            return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
         given = _override_value(key)
         shown = f"{key}={given}" if given is not None else key
         return f"{shown}: {message}; allowed: {_allowed(key)}"
     text = " ".join(str(err).split())
     if isinstance(err, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'")[1] if "'" in text else "?"
-        return f"{key}: no such config key; allowed: {_allowed(None)}"
+        return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
     if isinstance(err, OverrideParseException):
         return f"override: {text}"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -140,15 +168,39 @@ def _override_value(key: str) -> str | None:
     return None
 
 
+def _schemas(head: str) -> list[type]:
+    """The dataclasses a dotted key's first part is typed by."""
+    if head == "tracking":
+        return [TrackingConfig]
+    return list({"optimizer": OPTIMIZER_SCHEMAS, "data": DATA_SCHEMAS}.get(head, {}).values())
+
+
+def _did_you_mean(key: str) -> str:
+    head, _, rest = key.partition(".")
+    known = (
+        list(typing.get_type_hints(Config))
+        if not rest
+        else [k for schema in _schemas(head) for k in typing.get_type_hints(schema)]
+    )
+    near = difflib.get_close_matches(rest or head, known, n=1)
+    return f"; did you mean {head + '.' if rest else ''}{near[0]}?" if near else ""
+
+
 def _allowed(key: str | None) -> str:
-    """What a top-level key accepts, from the schema's type; every key when ``key`` is None."""
+    """What a key accepts, from its schema's type; every top-level key when ``key`` is None."""
+    bare = (key or "").split("[")[0]  # data.x[1] is an item of data.x
+    head, _, rest = bare.partition(".")
     hints = typing.get_type_hints(Config)
-    if key not in hints:
+    kind = hints.get(head) if key and not rest else None
+    for schema in _schemas(head) if rest else []:
+        kind = kind or typing.get_type_hints(schema).get(rest)
+    if kind is None:
         return ", ".join(hints) + " (and the optimizer.* and data.* keys of the chosen group)"
-    kind = hints[key]
     if isinstance(kind, type) and issubclass(kind, Enum):
         return ", ".join(kind.__members__)
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if typing.get_origin(kind) is list or kind is list:
+        return "a list of numbers, e.g. [1.0, 2.0]"
     for known, text in names.items():
         if kind is known or known in typing.get_args(kind):
             return text + (" or null" if type(None) in typing.get_args(kind) else "")

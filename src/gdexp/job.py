@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdexp.checks import one_line, validate
+from gdexp.checks import is_config_error, one_line, validate
 from gdexp.config import config_hash, config_yaml, flatten, resolved
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.protocol import FinishedRun, MetricRow, RunFiles
@@ -297,14 +297,42 @@ def say_skipped(name: str, run_id: str) -> None:
     print(f"gdexp [{name}] skipped: finished already as MLflow run {run_id}")
 
 
-JOB_ERRORS: list[tuple[list[str], BaseException]] = []  # this process's failed jobs, for the exit status
+@dataclass(frozen=True)
+class JobFailure:
+    """A job that failed: its run name, the one line that says why, whether it was bad input."""
+
+    name: str
+    message: str
+    bad_input: bool
+
+    def returned(self) -> dict[str, Any]:
+        """As a job's return value: it reaches the main process from any launcher's workers."""
+        return {"status": "failed", "error": self.message, "bad_input": self.bad_input, "name": self.name}
 
 
-def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> None:
-    """Keep a job's error for the command's one-line report; a sweep says so at once and goes on."""
-    JOB_ERRORS.append((overrides, err))
+FAILURES: list[JobFailure] = []  # the failed jobs of this command, for its exit status
+
+
+def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
+    """A job's error as one line. A single run's is kept for the command's report; a sweep's is said
+    at once, and its return value (see :func:`note_failures`) carries it to the main process."""
+    failure = JobFailure(run_name(overrides), one_line(err), is_config_error(err))
     if multirun:
-        print(f"gdexp: job [{run_name(overrides)}] failed: {one_line(err)}", file=sys.stderr)
+        print(f"gdexp: job [{failure.name}] failed: {failure.message}", file=sys.stderr, flush=True)
+    else:
+        FAILURES.append(failure)
+    return failure.returned()
+
+
+def note_failures(returns: Any) -> None:
+    """Keep the failed jobs among a launcher's ``JobReturn`` objects, whatever process ran them."""
+    for ret in returns:
+        value = getattr(ret, "_return_value", None)
+        if isinstance(value, dict) and value.get("status") == "failed":
+            FAILURES.append(JobFailure(str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])))
+        elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
+            name = run_name(list(getattr(ret, "overrides", None) or []))
+            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value)))
 
 
 def _fmt_point(point: list[float]) -> str:

@@ -7,7 +7,9 @@ failure while running, 128 + N for signal N).
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,12 @@ from omegaconf import DictConfig
 
 from gdexp.checks import is_config_error, one_line
 from gdexp.config import CONF_DIR, register_configs
-from gdexp.job import JOB_ERRORS, job_failed, run_job
+from gdexp.job import FAILURES, job_failed, run_job
 from gdexp.sweeps.callback import SweepAborted
+from gdexp.sweeps.interrupt import close_sweeps
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import read_sweep, sweep_dir
-from gdexp.tracking.tags import run_name
+from gdexp.tracking.store import mask_text, scrub_credentials
 from gdexp.training.history import RunInterrupted
 
 register_configs()
@@ -36,6 +39,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     # own message first (and, in a multirun, the other jobs must go on anyway).
     _TASK_STARTED.append(True)
     hc = HydraConfig.get()
+    if hc.output_subdir:  # Hydra saved the command line as typed: no password stays on disk
+        scrub_credentials(sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")))
     try:
         multirun = hc.mode == RunMode.MULTIRUN
         outcome = run_job(
@@ -46,30 +51,66 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             sweep=read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None,
         )
     except Exception as err:
-        job_failed(list(hc.overrides.task), err, hc.mode == RunMode.MULTIRUN)
-        return None
+        return job_failed(list(hc.overrides.task), err, hc.mode == RunMode.MULTIRUN)
     return {"status": "skipped"} if outcome is None else outcome.returned()
 
 
+def _mask_log_records() -> None:
+    """Whatever logs a line in this command (Hydra lists each job's overrides), a password in it
+    is masked before any handler sees it."""
+    make = logging.getLogRecordFactory()
+
+    def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if isinstance(record.msg, str) and "@" in record.msg:
+            record.msg = mask_text(record.msg)
+        return record
+
+    logging.setLogRecordFactory(masked_record)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise RunInterrupted(signum)
+
+
+def _report_failures() -> None:
+    """The failed jobs of the command, in one line; exit 2 when all were bad input, 1 otherwise."""
+    first = FAILURES[0]
+    message = (
+        first.message
+        if len(FAILURES) == 1
+        else (f"{len(FAILURES)} jobs failed; the first, [{first.name}]: {first.message}")
+    )
+    print(f"gdexp: error: {message}", file=sys.stderr)
+    Tracker.close_all()
+    sys.exit(2 if all(f.bad_input for f in FAILURES) else 1)
+
+
 def main() -> None:
-    """The console script: Hydra's errors and ours become one line and a non-zero exit."""
+    """The console script: Hydra's errors and ours become one line and a non-zero exit, and SIGINT
+    or SIGTERM at any instant ends every run KILLED (exit 128 + N)."""
     user_wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
+    # Outside training (composing, launching, between jobs) a signal stops the command at once; a
+    # job that trains sets its own handlers, which stop it at its next batch, recorded.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    _mask_log_records()
     try:
         _hydra_main()
-        if JOB_ERRORS:
-            overrides, first = JOB_ERRORS[0]
-            raise (
-                first
-                if len(JOB_ERRORS) == 1
-                else RuntimeError(
-                    f"{len(JOB_ERRORS)} jobs failed; the first, [{run_name(overrides)}]: {one_line(first)}"
-                )
-            )
+        if FAILURES:
+            _report_failures()
     except RunInterrupted as err:
-        print(f"gdexp: interrupted by {err}; the run so far is recorded as KILLED", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"gdexp: interrupted by {err}; what ran so far is recorded as KILLED", file=sys.stderr)
         Tracker.close_all()
-        sys.exit(128 + err.signum)
+        close_sweeps()
+        # Everything is recorded: leave without the exit hooks of parallel launchers, whose workers
+        # are gone and would only complain about it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + err.signum)
     except (Exception, SweepAborted) as err:  # SweepAborted: a BaseException, see gdexp.sweeps.callback
         if user_wants_trace:
             raise

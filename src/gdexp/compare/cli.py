@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -24,10 +25,32 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: a whole number >= 1")
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``: a missing folder is made, an unwritable place is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        raise SelectionError(f"--out={path}: {err.strerror or err}; allowed: a file in a writable folder") from None
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, its errors said in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"gdexp-compare: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gdexp-compare", description="Tables, plots and reports from gdexp's MLflow runs."
-    )
+    parser = _OneLineParser(prog="gdexp-compare", description="Tables, plots and reports from gdexp's MLflow runs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     table = sub.add_parser("table", help="one row per run, a pivot grid, or grouped seeds")
@@ -35,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--all-columns", action="store_true", help="every param, not only those that vary")
     table.add_argument("--sort", default=None, help="a column to sort by")
     table.add_argument("--desc", action="store_true", help="sort descending")
-    table.add_argument("--top", type=int, default=None, help="keep the first N rows")
+    table.add_argument("--top", type=_positive, default=None, help="keep the first N rows")
     table.add_argument("--pivot", nargs=2, metavar=("ROW", "COL"), help="a grid of --value over two params")
     table.add_argument("--value", default="final_loss", help="the metric of --pivot (default final_loss)")
     table.add_argument("--agg", default="mean", choices=["mean", "min", "max", "std"])
@@ -82,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "table":
             text = _table_command(args)
             if args.out:
-                Path(args.out).write_text(text if text.endswith("\n") else text + "\n")
+                _write(Path(args.out), text if text.endswith("\n") else text + "\n")
                 print(f"wrote {args.out}")
             else:
                 print(text, end="" if text.endswith("\n") else "\n")
@@ -97,14 +120,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         elif args.command == "plot":
             runs = select_runs(args.experiment, args.sweep, args.filter, args.tracking_uri)
-            for path in plots.save(
-                runs, args.kind, Path(args.out), by=args.by, pivot=args.pivot, value=args.value, uri=args.tracking_uri
-            ):
+            try:
+                paths = plots.save(
+                    runs,
+                    args.kind,
+                    Path(args.out),
+                    by=args.by,
+                    pivot=args.pivot,
+                    value=args.value,
+                    uri=args.tracking_uri,
+                )
+            except OSError as err:
+                raise SelectionError(
+                    f"--out={args.out}: {err.strerror or err}; allowed: a writable folder for the PNGs"
+                ) from None
+            for path in paths:
                 print(f"wrote {path}")
         elif args.command == "report":
-            path = report.build(
-                args.experiment, args.sweep, args.filter, args.tracking_uri, Path(args.out) if args.out else None
-            )
+            try:
+                path = report.build(
+                    args.experiment, args.sweep, args.filter, args.tracking_uri, Path(args.out) if args.out else None
+                )
+            except OSError as err:
+                raise SelectionError(f"--out={args.out}: {err.strerror or err}; allowed: a writable file") from None
             print(f"wrote {path}")
     except SelectionError as err:
         print(f"gdexp-compare: error: {err}", file=sys.stderr)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backe
 
 from gdexp.compare.runs import SelectionError, column, histories
 from gdexp.compare.tables import pivot
+from gdexp.tracking.loss_curve import plain
 from gdexp.training.analysis import star_name
 from gdexp.training.data import load_data
 
@@ -28,11 +29,11 @@ def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None) -> 
         loss = h["loss"].to_numpy(dtype=float)
         if by:
             key = groups.iloc[i]
-            label = f"{by}={key}" if key not in seen else None
+            label = plain(f"{by}={key}") if key not in seen else None
             seen.add(key)
             color = palette[key]
         else:
-            label, color = name, None
+            label, color = plain(str(name)), None
         ax.plot(h["epoch"], np.where(loss > 0, loss, np.nan), label=label, color=color, alpha=0.85)
     ax.set(xlabel="epoch", ylabel="loss (MSE)", yscale="log", title="loss per epoch")
     ax.grid(alpha=0.3)
@@ -57,7 +58,7 @@ def weights(runs: pd.DataFrame, history: pd.DataFrame, run_id: str | None = None
         star = run.get(f"metrics.{star_name(name)}")
         if star is not None and not pd.isna(star):
             ax.axhline(star, color=f"C{i}", linestyle="--", linewidth=1, label=f"{star_name(name)} = {star:.4g}")
-    ax.set(xlabel="epoch", ylabel="parameter value", title=f"parameters: {run['run_name']}")
+    ax.set(xlabel="epoch", ylabel="parameter value", title=plain(f"parameters: {run['run_name']}"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if two:
@@ -118,8 +119,8 @@ def heatmap(runs: pd.DataFrame, row: str, col: str, value: str = "final_loss") -
     ax = fig.subplots()
     shown = np.log10(np.clip(data, 1e-16, None)) if "loss" in value or "dist" in value else data
     image = ax.imshow(shown, aspect="auto", cmap="viridis_r")
-    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns], rotation=30, ha="right")
-    ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
+    ax.set_xticks(range(len(grid.columns)), [plain(str(c)) for c in grid.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(grid.index)), [plain(str(i)) for i in grid.index])
     ax.set(xlabel=col, ylabel=row, title=value)
     for (i, j), v in np.ndenumerate(data):
         ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color="w")

@@ -70,27 +70,33 @@ def build(
     parent = _parent(experiment, sweep, uri)
     varying = varying_params(runs)
     axes = [k for k in _swept(parent) if k in varying] or varying
-    table = runs_table(runs).sort_values("final_loss", na_position="last")
+    table = runs_table(runs)
+    if "final_loss" in table:  # runs of an older gdexp may lack a metric or a tag: shown without it
+        table = table.sort_values("final_loss", na_position="last")
     history = histories(runs, uri)
 
     title = parent["run_name"] if parent is not None else f"{len(runs)} runs of experiment {experiment}"
     command = "python -m gdexp.run -m " + parent.get("tags.gdexp.overrides", "") if parent is not None else "-"
-    config = artifact_path(runs.iloc[0]["run_id"], runs.iloc[0]["artifact_uri"], "config.yaml", uri)
+    try:
+        config = artifact_path(runs.iloc[0]["run_id"], runs.iloc[0]["artifact_uri"], "config.yaml", uri).read_text()
+    except Exception:  # not kept by that run (an older gdexp), or not reachable
+        config = "(this run has no config.yaml)"
+    diverged = int((runs.get("tags.gdexp.status", pd.Series(dtype=str)) == "diverged").sum())
     sections = [
         f"<h1>gdexp sweep report: {escape(title)}</h1>",
         f'<p class="note">experiment {escape(experiment)} · {len(runs)} runs · '
-        f"{(runs['tags.gdexp.status'] == 'diverged').sum()} diverged · made {datetime.now():%Y-%m-%d %H:%M}"
+        f"{diverged} diverged · made {datetime.now():%Y-%m-%d %H:%M}"
         + (f" · parent run {escape(parent['run_id'])}" if parent is not None else "")
         + "</p>",
         "<h2>Command</h2>",
         f"<pre>{escape(command)}</pre>",
         f"<h2>Configuration</h2><p class='note'>of the first run; the sweep varies: "
-        f"{escape(', '.join(varying) or 'nothing')}</p><pre>{escape(config.read_text())}</pre>",
+        f"{escape(', '.join(varying) or 'nothing')}</p><pre>{escape(config)}</pre>",
         "<h2>Runs, best final loss first</h2>",
         render(table, "html"),
     ]
     by = axes[0] if axes else None
-    if len(axes) >= 2:
+    if len(axes) >= 2 and "metrics.final_loss" in runs:
         grid = pivot(runs, axes[0], axes[1], "final_loss").reset_index()
         grid.columns = [str(c) for c in grid.columns]
         sections += [
@@ -98,12 +104,16 @@ def build(
             render(grid, "html"),
             f'<img alt="heatmap" src="{_png(plots.heatmap(runs, axes[0], axes[1]))}">',
         ]
-    sections += ["<h2>Loss curves</h2>", f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by))}">']
-    best = table.index[0]
-    sections += [
-        f"<h2>Parameters of the best run ({escape(table.loc[best, 'run'])})</h2>",
-        f'<img alt="parameters" src="{_png(plots.weights(runs, history, best))}">',
-    ]
+    if history.empty:  # runs of an older gdexp kept no history.csv
+        sections += ["<h2>Loss curves</h2>", "<p class='note'>these runs kept no history.csv</p>"]
+    else:
+        best = next(i for i in table.index if i in set(history["run_id"]))
+        sections += [
+            "<h2>Loss curves</h2>",
+            f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by))}">',
+            f"<h2>Parameters of the best run ({escape(table.loc[best, 'run'])})</h2>",
+            f'<img alt="parameters" src="{_png(plots.weights(runs, history, best))}">',
+        ]
 
     page = (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{escape(title)}</title>"

@@ -13,17 +13,25 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from gdexp.tracking.store import resolve_uri
+from gdexp.tracking.store import masked, resolve_uri
 
 
 class SelectionError(ValueError):
     """A selector that names nothing: printed as one line, exit status 2."""
 
 
-def _client(uri: str | None):
+def _client(uri: str | None) -> Any:
+    """A client on the store gdexp uses from here. A missing default store is an error, not an
+    empty ``mlflow.db`` made in whatever directory the command runs in."""
     from mlflow import MlflowClient
 
-    return MlflowClient(resolve_uri(uri, Path.cwd()))
+    resolved = resolve_uri(uri, Path.cwd())
+    if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///") :]).is_file():
+        raise SelectionError(
+            f"--tracking-uri={masked(resolved)}: no MLflow store there; allowed: the directory a sweep ran in, "
+            "or --tracking-uri / MLFLOW_TRACKING_URI naming its store"
+        )
+    return MlflowClient(resolved)
 
 
 def sweeps(experiment: str = "gdexp", uri: str | None = None) -> pd.DataFrame:
@@ -131,7 +139,10 @@ def histories(runs: pd.DataFrame, uri: str | None = None) -> pd.DataFrame:
     A local artifact store is read in place; a remote one through MLflow's artifact download."""
     frames = []
     for run_id, artifact_uri in zip(runs["run_id"], runs["artifact_uri"]):
-        frame = pd.read_csv(artifact_path(run_id, artifact_uri, "history.csv", uri))
+        try:
+            frame = pd.read_csv(artifact_path(run_id, artifact_uri, "history.csv", uri))
+        except Exception:  # a run without its history (an older gdexp, a failed upload): no curve
+            continue
         frame.insert(0, "run_id", run_id)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -144,6 +155,7 @@ def artifact_path(run_id: str, artifact_uri: str, name: str, uri: str | None) ->
         path = Path(unquote(parsed.path)) / name
         if path.is_file():
             return path
+        raise FileNotFoundError(f"{name} of run {run_id}: not in its artifact folder")
     from mlflow.artifacts import download_artifacts
 
     return Path(download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=resolve_uri(uri, Path.cwd())))

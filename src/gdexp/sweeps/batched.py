@@ -27,8 +27,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
-from gdexp.config import ConfigError
 from gdexp.job import say_skipped
+from gdexp.sweeps.callback import check_launcher
 from gdexp.sweeps.overrides import SweepJob, split_jobs
 from gdexp.sweeps.plan import Member, Planned, compose, populations
 from gdexp.tracking.client import WriterPool
@@ -43,11 +43,7 @@ def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Write
     """What the launcher starts while Hydra still checks the sweep: torch and Lightning imported
     in a thread, and the writer processes for the sweep's store (their MLflow import and store
     opening take seconds). The writer pools are returned for :func:`launch` to use."""
-    points = config.hydra.launcher.curve_points
-    if not isinstance(points, int) or (points != 0 and points < 100):
-        raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
-    if config.hydra.launcher.writers < 1:
-        raise ConfigError("hydra.launcher.writers", config.hydra.launcher.writers, "an integer >= 1")
+    check_launcher(config)  # also here: Hydra apps other than gdexp.run have no sweep callback
     threading.Thread(target=lambda: __import__("gdexp.training.population"), daemon=True).start()
     if not config.tracking.enabled:
         return {}
@@ -84,14 +80,16 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         planned: list[Planned] = []
         for rest, group in by_rest.items():
             base = compose(context, config, list(rest))
-            found = populations(base, group, launch_dir, sweep, " ".join(rest) or "default") if base else None
-            if found is None:
+            plan = populations(base, group, launch_dir, sweep, " ".join(rest) or "default") if base else None
+            if plan is None:
                 singles.extend(group)
                 continue
-            planned.extend(found[0])
-            for job, run_id in found[1]:
+            planned.extend(plan.populations)
+            for job, run_id in plan.skipped:
                 say_skipped(run_name(job.overrides), run_id)
                 returns[job.index] = _returned(job, {"status": "skipped"}, launch_dir)
+            for job, failure in plan.failed:
+                returns[job.index] = _returned(job, failure, launch_dir)
         for n, population in enumerate(planned, 1):
             _train_and_record(launcher, population, writers, returns, launch_dir, (n, len(planned)))
         for member, written in writers.finish():
@@ -110,7 +108,6 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         writers.close()
     for job in sorted(singles, key=lambda j: j.index):
         returns[job.index] = _run_single(launcher, job)
-    # A member whose own config failed is reported like a per-run job's error (job_failed).
     return [r if r is not None else _returned(jobs[i], None, launch_dir) for i, r in enumerate(returns)]
 
 

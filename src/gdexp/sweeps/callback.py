@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 from gdexp.checks import one_line
 from gdexp.config import ConfigError
-from gdexp.errors import UserError
 from gdexp.job import check
+from gdexp.sweeps.interrupt import ACTIVE
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo, sweep_dir
@@ -33,6 +33,22 @@ class SweepAborted(BaseException):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
+
+
+def check_launcher(config: DictConfig) -> None:
+    """The launcher's own settings, checked with the sweep's values (before any run is made)."""
+    launcher = config.hydra.launcher
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("BatchedLauncher"):
+        points = launcher.curve_points
+        if not isinstance(points, int) or (points != 0 and points < 100):
+            raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
+        if not isinstance(launcher.writers, int) or launcher.writers < 1:
+            raise ConfigError("hydra.launcher.writers", launcher.writers, "an integer >= 1")
+    elif target.endswith("JoblibLauncher"):
+        n_jobs = launcher.n_jobs
+        if not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1024:
+            raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a positive number of workers, or -1 for one per core")
 
 
 def preflight(config: DictConfig, overrides: list[str]) -> int:
@@ -51,6 +67,7 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]
 
+    check_launcher(config)
     loader = GlobalHydra.instance().config_loader()
     launch_dir = Path(config.hydra.runtime.cwd)
     base = [values[0] for values in axes.values() if values]
@@ -96,6 +113,7 @@ class SweepCallback(Callback):
             jobs = preflight(config, every)
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             folder.mkdir(parents=True, exist_ok=True)
+            ACTIVE.append(folder)
             record = SweepInfo(overrides=masked_overrides(every), jobs=jobs)
             if config.tracking.enabled:
                 uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
@@ -112,7 +130,7 @@ class SweepCallback(Callback):
                 record.parent_run_id, record.tracking_uri = self.parent, masked(uri)
                 record.experiment = config.tracking.experiment
             record.save(folder)
-        except (UserError, TrackingError) as err:
+        except Exception as err:  # Hydra would turn any exception here into a warning, and sweep on
             raise SweepAborted(err) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -61,11 +61,20 @@ def compose(context: Any, config: DictConfig, overrides: list[str]) -> DictConfi
         return None
 
 
+@dataclass
+class GroupPlan:
+    """What becomes of a group of jobs: populations to train, jobs skipped as FINISHED already
+    (with their run ids), jobs whose own values failed (with their failure, as returned)."""
+
+    populations: list[Planned]
+    skipped: list[tuple[SweepJob, str]]
+    failed: list[tuple[SweepJob, dict[str, Any]]]
+
+
 def populations(
     base: DictConfig, group: list[SweepJob], launch_dir: Path, sweep: SweepInfo | None, label: str
-) -> tuple[list[Planned], list[tuple[SweepJob, str]]] | None:
-    """The populations a group of jobs trains as, and the jobs skipped as FINISHED already (with
-    their run ids); None when the group cannot be batched."""
+) -> GroupPlan | None:
+    """The plan of a group of jobs; None when the group cannot be batched."""
     if base.engine.value == "numpy":
         return None
     try:
@@ -77,13 +86,13 @@ def populations(
     with read_write(task), open_dict(task):
         del task["hydra"]
     finished = _finished_runs(base, launch_dir)
-    members, skipped = [], []
+    members, skipped, failed = [], [], []
     for sweep_job, folder in zip(group, output_dirs(base, group)):
         try:
             cfg = apply_overrides(task, sweep_job.member)
             validate(cfg)
         except Exception as err:  # one bad member fails alone, as a per-run job would
-            job_failed(sweep_job.overrides, err, multirun=True)
+            failed.append((sweep_job, job_failed(sweep_job.overrides, err, multirun=True)))
             continue
         done = finished.get(config_hash(cfg)) if finished else None
         if done:
@@ -106,7 +115,7 @@ def populations(
     for some in groups:
         size = max(1, HISTORY_BYTES // (per_epoch * (1 + max(m.job.cfg.epochs for m in some))))
         out.extend(Planned(label, base, data, some[i : i + size]) for i in range(0, len(some), size))
-    return out, skipped
+    return GroupPlan(out, skipped, failed)
 
 
 def _finished_runs(base: DictConfig, launch_dir: Path) -> dict[str, str]:

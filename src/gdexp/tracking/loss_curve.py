@@ -12,6 +12,12 @@ from typing import Any
 import numpy as np
 
 
+def plain(text: str) -> str:
+    """``text`` as Matplotlib shows it verbatim: a ``$`` would start mathtext (run names come from
+    overrides and CSV paths, so ``$x^$`` is possible and would fail to draw)."""
+    return text.replace("$", r"\$")
+
+
 class LossCurve:
     """One run's loss against epoch, log scale: the ``loss_curve.png`` every run logs.
 
@@ -54,7 +60,7 @@ class LossCurve:
         self.ax.set_xlim(limits[:2])
         self.ax.set_ylim(limits[2:])
         self.line.set_data(np.arange(1, len(values) + 1), np.where(values > 0, values, np.nan))
-        self.ax.set_title(title)
+        self.ax.set_title(plain(title))
         return self.figure
 
     def save(self, loss: list[float], path: Path, title: str = "") -> Path:
@@ -72,7 +78,7 @@ class LossCurve:
                 self._backgrounds.clear()
             background = self._backgrounds[limits] = self.canvas.copy_from_bbox(self.figure.bbox)
             self.line.set_visible(True)
-            self.ax.title.set_text(title)
+            self.ax.title.set_text(plain(title))
         else:
             self.canvas.restore_region(background)
         self.ax.draw_artist(self.line)

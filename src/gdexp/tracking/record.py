@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ class RunInfo:
     status: str = "RUNNING"
     metrics: list[MetricRow] = field(default_factory=list)
     curve_points: int = 0  # MLflow's curves of a batched run: an even grid of this many steps (0: every epoch)
+    host: str = field(default_factory=socket.gethostname)  # the process that writes it: alive or gone?
+    pid: int = field(default_factory=os.getpid)
 
     @classmethod
     def load(cls, path: Path) -> RunInfo:
@@ -97,6 +100,24 @@ def _metric_row(row: Any) -> bool:
         and isinstance(row[1], (int, float))
         and isinstance(row[2], int)
     )
+
+
+def process_gone(host: str, pid: int) -> bool:
+    """Whether the process that wrote a record is known to be gone: it ran on this machine and no
+    such process is alive (on another machine nobody here can tell)."""
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -207,6 +228,8 @@ class SweepInfo:
     tracking_uri: str | None = None  # credentials masked
     experiment: str | None = None
     status: str = "RUNNING"
+    host: str = field(default_factory=socket.gethostname)  # the sweep's main process
+    pid: int = field(default_factory=os.getpid)
 
     @classmethod
     def load(cls, path: Path) -> SweepInfo:

@@ -6,9 +6,11 @@ store here. Imports neither Hydra nor torch, and MLflow only when a store is ope
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import time
 import urllib.error
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from gdexp.errors import UserError
 
@@ -50,11 +52,33 @@ def masked(uri: str) -> str:
     try:
         parts = urlsplit(uri)
     except ValueError:
-        return uri
+        return mask_text(uri)
     if parts.password is None:
-        return uri
+        return mask_text(uri)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+# scheme://user:password@ in any text, also as Hydra writes a swept value (``http\\://u\\:p@h``)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s'\"\\]*\\?:)[^@/\s'\"]+@")
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every URI in it masked (``scheme://user:***@host``)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def scrub_credentials(paths: list[Path]) -> None:
+    """Mask the passwords of URIs in files other tools wrote (Hydra's ``.hydra/*.yaml`` and
+    ``multirun.yaml`` keep the command line as typed)."""
+    for path in paths:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        scrubbed = mask_text(text)
+        if scrubbed != text:
+            path.write_text(scrubbed)
 
 
 def first_line(err: BaseException) -> str:
@@ -69,11 +93,27 @@ def connection_lost(err: Exception) -> bool:
     return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out"))
 
 
+def _health_request(uri: str) -> urllib.request.Request:
+    """``GET /health`` of a tracking server, credentials (from the URI's userinfo, else from
+    ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, as MLflow takes them) sent as
+    HTTP basic auth, never as part of the host name."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    url = urlunsplit(parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health"))
+    user = unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = unquote(parts.password) if parts.password else os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    request = urllib.request.Request(url)
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
+
+
 def check_reachable(uri: str, timeout: float = 10) -> None:
     """A :class:`TrackingError` unless the server answers ``/health`` or the SQLite folder is writable."""
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+            with urllib.request.urlopen(_health_request(uri), timeout=timeout) as reply:
                 reply.read()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
@@ -141,6 +181,9 @@ def _leftover_migration(uri: str, err: BaseException) -> bool:
 
 def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
     check_reachable(uri)
+    # MLflow prints a "View run at" link for every run ended on a server, with the URI as given:
+    # a password in it would be printed. gdexp prints its own lines, credentials masked.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     from mlflow import MlflowClient  # heavy: imported when a store is first opened
     from mlflow.exceptions import MlflowException
 

@@ -11,15 +11,26 @@ it twice changes nothing the second time.
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gdexp.tracking.protocol import MetricRow
-from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, thin_steps
-from gdexp.tracking.store import connect, log_whole, masked
+from gdexp.tracking.record import (
+    SWEEP_FILE,
+    DamagedRecord,
+    RunInfo,
+    SweepInfo,
+    find_records,
+    process_gone,
+    thin_steps,
+)
+from gdexp.tracking.store import connect, find_finished, log_whole, masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
 
@@ -31,11 +42,14 @@ class SyncReport:
     created: int = 0
     completed: int = 0
     up_to_date: int = 0
+    duplicates: int = 0  # records of a config that has a FINISHED run already: not created again
+    running: int = 0  # records whose job is still training here: left alone
     skipped: list[str] = field(default_factory=list)
 
     def counts(self) -> str:
         line = f"{self.created} created, {self.completed} completed, {self.up_to_date} up to date"
-        return line + (f", {len(self.skipped)} skipped" if self.skipped else "")
+        extra = {"duplicates": self.duplicates, "still running": self.running, "skipped": len(self.skipped)}
+        return line + "".join(f", {n} {what}" for what, n in extra.items() if n)
 
 
 def curves(folder: Path, curve_points: int = 0, problems: list[str] | None = None) -> list[MetricRow]:
@@ -107,37 +121,111 @@ class _Stores:
         return self.open[(uri, experiment)]
 
 
+def _sweeps(path: Path, report: SyncReport) -> Iterator[tuple[Path, SweepInfo]]:
+    sweep_files = [path / SWEEP_FILE] if (path / SWEEP_FILE).is_file() else sorted(path.rglob(SWEEP_FILE))
+    for sweep_file in sweep_files:
+        try:
+            yield sweep_file.parent, SweepInfo.load(sweep_file)
+        except DamagedRecord as err:
+            report.skipped.append(str(err))
+            print(f"skipped    {err}")
+
+
+def _parent_in(client: Any, experiment_id: str, folder: Path, sweep: SweepInfo) -> str:
+    """The sweep's parent run in this store: the recorded one, or the one an earlier sync made
+    here (a store other than the recorded one), or a new one made now."""
+    from mlflow.exceptions import MlflowException
+
+    recorded = str(sweep.parent_run_id)
+    try:
+        client.get_run(recorded)
+        return recorded
+    except MlflowException:
+        pass
+    with _locked(folder):
+        made = client.search_runs([experiment_id], f"tags.`gdexp.synced_from` = '{recorded}'", max_results=1)
+        if made:
+            return made[0].info.run_id
+        tags = {
+            "gdexp.role": "sweep",
+            "gdexp.overrides": " ".join(sweep.overrides),
+            "gdexp.sweep_dir": str(folder),
+            "gdexp.jobs": str(sweep.jobs),
+            "gdexp.synced_from": recorded,
+        }
+        run = client.create_run(experiment_id, run_name="sweep " + (" ".join(sweep.overrides) or "default"), tags=tags)
+        print(f"created    sweep run {run.info.run_id} (recorded as {recorded} in another store)")
+        return run.info.run_id
+
+
 def sync(path: Path, uri: str | None = None) -> SyncReport:
     """Replay the records at or below ``path`` into their store (or into ``uri``)."""
     report = SyncReport()
     stores = _Stores()
+    sweeps = list(_sweeps(path, report))
+    parents: dict[str, str] = {}  # recorded parent run id -> the parent's id in the target store
+    for folder, sweep in sweeps:
+        target = uri or recorded_uri(sweep.tracking_uri)
+        if sweep.parent_run_id and target and sweep.experiment:
+            parents[sweep.parent_run_id] = _parent_in(*stores.get(target, sweep.experiment), folder, sweep)
     for folder, rec in _records(path, report):
         target = uri or recorded_uri(rec.tracking_uri)
         if target is None:
             continue  # tracking was off for this run
-        _sync_run(folder, rec, *stores.get(target, rec.experiment), report)
-    sweep_files = [path / SWEEP_FILE] if (path / SWEEP_FILE).is_file() else sorted(path.rglob(SWEEP_FILE))
-    for sweep_file in sweep_files:
-        try:
-            sweep = SweepInfo.load(sweep_file)
-        except DamagedRecord as err:
-            report.skipped.append(str(err))
-            print(f"skipped    {err}")
+        if rec.status == "RUNNING" and rec.host == socket.gethostname() and not process_gone(rec.host, rec.pid):
+            report.running += 1
+            print(f"running    {rec.run_name} (process {rec.pid} is still training it): left as it is")
             continue
+        parent = parents.get(rec.parent_run_id or "", rec.parent_run_id)
+        with _locked(folder):  # two syncs of one record at once would both create its run
+            _sync_run(folder, rec, parent, *stores.get(target, rec.experiment), report)
+    for folder, sweep in sweeps:
         target = uri or recorded_uri(sweep.tracking_uri)
-        if sweep.parent_run_id and sweep.status in ("FINISHED", "FAILED", "KILLED") and target and sweep.experiment:
+        if sweep.status == "RUNNING" and process_gone(sweep.host, sweep.pid):
+            sweep.status = "KILLED"  # its command died without ending it (SIGKILL, a crash)
+            sweep.save(folder)
+        parent = parents.get(sweep.parent_run_id or "")
+        if parent and sweep.status in ("FINISHED", "FAILED", "KILLED") and target and sweep.experiment:
             client, _ = stores.get(target, sweep.experiment)
-            if client.get_run(sweep.parent_run_id).info.status != sweep.status:
-                client.set_terminated(sweep.parent_run_id, sweep.status)
-                print(f"ended      sweep run {sweep.parent_run_id} {sweep.status}")
+            if client.get_run(parent).info.status != sweep.status:
+                client.set_terminated(parent, sweep.status)
+                print(f"ended      sweep run {parent} {sweep.status}")
     return report
 
 
-def _sync_run(folder: Path, rec: RunInfo, client: Any, experiment_id: str, report: SyncReport) -> None:
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with open(folder / ".sync.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _finished_twin(client: Any, experiment_id: str, rec: RunInfo, run_id: str | None) -> str | None:
+    """Another FINISHED run of the same configuration in the experiment (a resumed sweep ran it
+    again), which a FINISHED record must not duplicate."""
+    if rec.status != "FINISHED" or "gdexp.config_hash" not in rec.tags:
+        return None
+    twin = find_finished(client, experiment_id, rec.tags["gdexp.config_hash"])
+    return twin if twin != run_id else None
+
+
+def _sync_run(
+    folder: Path, rec: RunInfo, parent: str | None, client: Any, experiment_id: str, report: SyncReport
+) -> None:
     found = client.search_runs([experiment_id], f"tags.`gdexp.record_id` = '{rec.record_id}'", max_results=1)
+    twin = _finished_twin(client, experiment_id, rec, found[0].info.run_id if found else None)
+    if twin and (not found or found[0].info.status != "FINISHED"):
+        report.duplicates += 1
+        if found and found[0].info.status == "RUNNING":  # its writer was killed before ending it
+            client.set_terminated(found[0].info.run_id, "KILLED")
+        print(f"duplicate  {rec.run_name}: its configuration is FINISHED already as run {twin}; not synced")
+        return
     tags = dict(rec.tags)
-    if rec.parent_run_id:
-        tags["mlflow.parentRunId"] = rec.parent_run_id
+    if parent:
+        tags["mlflow.parentRunId"] = tags["gdexp.sweep"] = parent
     changed = False
     if found:
         run = found[0]
@@ -149,7 +237,11 @@ def _sync_run(folder: Path, rec: RunInfo, client: Any, experiment_id: str, repor
         changed = True
     run_id = run.info.run_id
 
-    wanted = curves(folder, rec.curve_points, report.skipped) + list(rec.metrics)
+    problems: list[str] = []
+    wanted = curves(folder, rec.curve_points, problems) + list(rec.metrics)
+    for problem in problems:
+        print(f"skipped    {problem}")
+    report.skipped.extend(problems)
     have: dict[str, set[int]] = {}
     missing = []
     for name, value, step in wanted:
@@ -157,8 +249,8 @@ def _sync_run(folder: Path, rec: RunInfo, client: Any, experiment_id: str, repor
             have[name] = {m.step for m in client.get_metric_history(run_id, name)} if found else set()
         if step not in have[name]:
             missing.append((name, value, step))
-    stored_tags = run.data.tags if found else {}
-    new_tags = {k: v for k, v in rec.tags.items() if stored_tags.get(k) != v}
+    stored_tags = run.data.tags if found else tags
+    new_tags = {k: v for k, v in tags.items() if stored_tags.get(k) != v}
     log_whole(client, run_id, metrics=missing, tags=new_tags)
     present = {a.path for a in client.list_artifacts(run_id)} if found else set()
     for name in ARTIFACTS:

@@ -6,7 +6,7 @@ import getpass
 import subprocess
 from pathlib import Path
 
-from gdexp.tracking.store import masked
+from gdexp.tracking.store import mask_text
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _GIT_COMMIT: list[str | None] = []
@@ -52,11 +52,7 @@ def shown_overrides(overrides: list[str]) -> list[str]:
 
 def masked_overrides(overrides: list[str]) -> list[str]:
     """The overrides with any credentials in their values masked (``tracking.uri=...``)."""
-    out = []
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        out.append(f"{key}{sep}{masked(value)}" if sep else override)
-    return out
+    return [mask_text(override) for override in overrides]
 
 
 def run_name(overrides: list[str]) -> str:

@@ -181,6 +181,7 @@ def main(fd: int, uri: str, experiment: str) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
     conn = Connection(fd)
     try:
         client, experiment_id = connect(uri, experiment)

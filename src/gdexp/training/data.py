@@ -8,6 +8,7 @@ one is a :class:`~gdexp.config.ConfigError`) and returns a :class:`Dataset`; eve
 
 from __future__ import annotations
 
+import csv as csv_module
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,13 +57,34 @@ def loader(*names: str) -> Callable[[Loader], Loader]:
     return register
 
 
+# Largest magnitude of an input or target: squared errors summed over the samples must stay finite
+# in float32 (3.4e38), the seeds' dtype.
+MAX_VALUE = 1e15
+# Largest model: its full-batch Hessian (parameters squared, float64) gives the stability bound.
+MAX_PARAMS = 4096
+MAX_CELLS = 2**28  # samples x features: 1 GiB of float32 inputs
+
+
 def load_data(data: DictConfig, launch_dir: Path | None = None) -> Dataset:
     """Build the dataset that ``data`` describes, with its registered loader; a bad value, file or
-    column is a :class:`ConfigError`. Relative paths are taken from ``launch_dir``."""
-    found = LOADERS.get(str(data.get("name")))
+    column is a :class:`ConfigError`, and so is data too large or too big in value to train on.
+    Relative paths are taken from ``launch_dir``."""
+    name = str(data.get("name"))
+    found = LOADERS.get(name)
     if found is None:
         raise ConfigError("data.name", data.get("name"), ", ".join(sorted(LOADERS)))
-    return found(data, launch_dir or Path.cwd())
+    dataset = found(data, launch_dir or Path.cwd())
+    size = (dataset.n_features + 1) * dataset.n_targets
+    if size > MAX_PARAMS:
+        raise ConfigError(
+            "data", name, f"at most {MAX_PARAMS} parameters (features + 1) x targets", f"{size} parameters"
+        )
+    biggest = max(float(np.abs(dataset.X).max(initial=0)), float(np.abs(dataset.Y).max(initial=0)))
+    if not math.isfinite(biggest) or biggest > MAX_VALUE:
+        raise ConfigError(
+            "data", name, f"inputs and targets within +-{MAX_VALUE:g} (float32 training)", f"a value of {biggest:g}"
+        )
+    return dataset
 
 
 def _finite(key: str, values: list[float], allowed: str) -> None:
@@ -88,8 +110,16 @@ def synthetic(data: DictConfig, launch_dir: Path) -> Dataset:
     """X ~ N(0, 1); y = X @ weights + intercept + noise * N(0, 1), all drawn from ``data.seed``."""
     if data.n_samples < 1:
         raise ConfigError("data.n_samples", data.n_samples, "an integer >= 1")
-    if data.n_features < 1:
-        raise ConfigError("data.n_features", data.n_features, "an integer >= 1")
+    if not 1 <= data.n_features < MAX_PARAMS:
+        raise ConfigError(
+            "data.n_features", data.n_features, f"an integer from 1 to {MAX_PARAMS - 1} (the Hessian's size)"
+        )
+    if data.n_samples * data.n_features > MAX_CELLS:
+        raise ConfigError(
+            "data.n_samples", data.n_samples, f"n_samples x n_features at most {MAX_CELLS:,} (1 GiB of float32 inputs)"
+        )
+    if not 0 <= data.seed <= 2**32 - 1:
+        raise ConfigError("data.seed", data.seed, "an integer from 0 to 4294967295")
     if data.weights is not None and len(data.weights) != data.n_features:
         raise ConfigError("data.weights", data.weights, f"null or a list of data.n_features={data.n_features} numbers")
     if data.weights is not None:
@@ -116,19 +146,25 @@ def csv(data: DictConfig, launch_dir: Path) -> Dataset:
     if not path.is_file():
         raise ConfigError("data.path", data.path, allowed, "no such file")
     try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
+        with path.open(newline="") as fh:
+            header = next(csv_module.reader(fh), [])
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, StopIteration):
         raise ConfigError("data.path", data.path, allowed, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ConfigError("data.path", data.path, allowed, f"not a readable CSV ({err})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, csv_module.Error) as err:
+        problem = " ".join(str(err).split())  # pandas' messages span lines
+        raise ConfigError("data.path", data.path, allowed, f"not a readable CSV ({problem})") from None
     if frame.empty:
         raise ConfigError("data.path", data.path, allowed, "the file has a header but no rows")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise ConfigError("data.path", data.path, allowed, f"column {twice[0]!r} appears twice in the header")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
 
-    targets = [data.target] if isinstance(data.target, str) else list(data.target)
-    if not targets or not isinstance(data.target, (str, list, ListConfig)):
+    if not isinstance(data.target, (str, list, ListConfig)) or not data.target:
         raise ConfigError("data.target", data.target, f"a column name or a list of them: {', '.join(columns)}")
+    targets = [data.target] if isinstance(data.target, str) else [str(t) for t in data.target]
     for name in targets:
         if name not in columns:
             raise ConfigError("data.target", name, f"a column of {data.path}: {', '.join(columns)}")
@@ -140,8 +176,14 @@ def csv(data: DictConfig, launch_dir: Path) -> Dataset:
             raise ConfigError("data.features", name, f"a non-target column of {data.path}: {', '.join(columns)}")
 
     for name in features + targets:
-        column = pd.to_numeric(frame[name], errors="coerce")
-        bad = column.isna() & frame[name].notna()
+        text = frame[name].str.strip()
+        if text.str.lower().isin(["true", "false"]).any():
+            row = int(text.str.lower().isin(["true", "false"]).idxmax()) + 2
+            raise ConfigError(
+                "data.path", data.path, allowed, f"column '{name}' holds true/false, not numbers (line {row})"
+            )
+        column = pd.to_numeric(text.replace("", np.nan), errors="coerce")
+        bad = column.isna() & text.ne("") & ~text.str.lower().isin(["nan", "na", "null", "none"])
         if bad.any():
             row = int(bad.idxmax()) + 2  # 1-based, after the header line
             raise ConfigError(
@@ -153,8 +195,17 @@ def csv(data: DictConfig, launch_dir: Path) -> Dataset:
         if column.isna().any():
             row = int(column.isna().idxmax()) + 2
             raise ConfigError("data.path", data.path, allowed, f"column '{name}' has a missing/NaN value on line {row}")
-        if not np.isfinite(column.to_numpy(dtype=np.float64)).all():
+        values = column.to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
             raise ConfigError("data.path", data.path, allowed, f"column '{name}' has an infinite value")
+        if (np.abs(values) > MAX_VALUE).any():
+            row = int(np.argmax(np.abs(values) > MAX_VALUE)) + 2
+            raise ConfigError(
+                "data.path",
+                data.path,
+                f"values within +-{MAX_VALUE:g}: their squares must stay finite in float32 training",
+                f"column '{name}' has {values[row - 2]:g} on line {row}",
+            )
         frame[name] = column
     X = frame[features].to_numpy(dtype=np.float32)
     Y = frame[targets].to_numpy(dtype=np.float32)

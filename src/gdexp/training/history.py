@@ -23,6 +23,9 @@ class RunInterrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple[type, tuple[int]]:  # a launcher's worker may send it back pickled
+        return (RunInterrupted, (self.signum,))
+
 
 @dataclass
 class StopSignal:

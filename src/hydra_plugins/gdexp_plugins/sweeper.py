@@ -11,6 +11,7 @@ No ``from __future__ import annotations``: Hydra executes plugin modules outside
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
@@ -25,7 +26,23 @@ ConfigStore.instance().store(group="hydra/sweeper", name="gdexp", node=GdexpSwee
 
 
 class GdexpSweeper(BasicSweeper):
-    """The basic sweeper with a check of the job batch that composes once per group of jobs."""
+    """The basic sweeper with a check of the job batch that composes once per group of jobs, and
+    the failed jobs of every batch noted in the main process (a parallel launcher's workers keep
+    their errors to themselves otherwise)."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from pathlib import Path
+
+        from gdexp.job import note_failures
+        from gdexp.tracking.store import scrub_credentials
+
+        try:
+            returns = super().sweep(arguments)
+        finally:  # the basic sweeper saved the command line as typed
+            assert self.config is not None
+            scrub_credentials([Path(self.config.hydra.sweep.dir) / "multirun.yaml"])
+        note_failures(ret for batch in returns for ret in batch)
+        return returns
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from gdexp.sweeps.overrides import validate_jobs

@@ -19,6 +19,7 @@ LAYERS = {
     "gdexp.training": 3,
     "gdexp.tracking": 4,
     "gdexp.job": 5,
+    "gdexp.failures": 5,
     "gdexp.sweeps": 6,
     "gdexp.compare": 6,
     "gdexp.compare.cli": 7,

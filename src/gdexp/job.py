@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdexp.checks import is_config_error, one_line, validate
+from gdexp.checks import validate
 from gdexp.config import config_hash, config_yaml, flatten, resolved
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.protocol import FinishedRun, MetricRow, RunFiles
@@ -295,44 +295,6 @@ def run_job(
 def say_skipped(name: str, run_id: str) -> None:
     """Say that ``tracking.skip_finished`` found a job's configuration FINISHED already."""
     print(f"gdexp [{name}] skipped: finished already as MLflow run {run_id}")
-
-
-@dataclass(frozen=True)
-class JobFailure:
-    """A job that failed: its run name, the one line that says why, whether it was bad input."""
-
-    name: str
-    message: str
-    bad_input: bool
-
-    def returned(self) -> dict[str, Any]:
-        """As a job's return value: it reaches the main process from any launcher's workers."""
-        return {"status": "failed", "error": self.message, "bad_input": self.bad_input, "name": self.name}
-
-
-FAILURES: list[JobFailure] = []  # the failed jobs of this command, for its exit status
-
-
-def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
-    """A job's error as one line. A single run's is kept for the command's report; a sweep's is said
-    at once, and its return value (see :func:`note_failures`) carries it to the main process."""
-    failure = JobFailure(run_name(overrides), one_line(err), is_config_error(err))
-    if multirun:
-        print(f"gdexp: job [{failure.name}] failed: {failure.message}", file=sys.stderr, flush=True)
-    else:
-        FAILURES.append(failure)
-    return failure.returned()
-
-
-def note_failures(returns: Any) -> None:
-    """Keep the failed jobs among a launcher's ``JobReturn`` objects, whatever process ran them."""
-    for ret in returns:
-        value = getattr(ret, "_return_value", None)
-        if isinstance(value, dict) and value.get("status") == "failed":
-            FAILURES.append(JobFailure(str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])))
-        elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
-            name = run_name(list(getattr(ret, "overrides", None) or []))
-            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value)))
 
 
 def _fmt_point(point: list[float]) -> str:

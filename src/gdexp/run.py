@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 
 from gdexp.checks import is_config_error, one_line
 from gdexp.config import CONF_DIR, register_configs
-from gdexp.job import FAILURES, job_failed, run_job
+from gdexp.failures import FAILURES, job_failed
+from gdexp.job import run_job
 from gdexp.sweeps.callback import SweepAborted
 from gdexp.sweeps.interrupt import close_sweeps
 from gdexp.tracking.client import Tracker

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gdexp.checks import validate
 from gdexp.config import ConfigError, config_hash
-from gdexp.job import Job, job_failed
+from gdexp.failures import job_failed
+from gdexp.job import Job
 from gdexp.sweeps.overrides import SweepJob, apply_overrides
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import SweepInfo, sweep_dir

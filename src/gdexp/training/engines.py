@@ -1,7 +1,7 @@
 """The three training loops. They share the data, the initial ``nn.Linear``, the batching and
 the :class:`History`; each differs only in how one epoch's updates are computed.
 
-- ``lightning``: a Lightning Trainer fits :class:`gdexp.training.model.LinearRegression`.
+- ``lightning``: a Lightning Trainer fits :class:`gdexp.training.module.LinearRegression`.
 - ``autograd``: the same model and ``torch.optim`` optimizer in a plain PyTorch loop (seeds 001-004).
 - ``numpy``: the analytic MSE gradient in NumPy, plain gradient descent (seeds 000-003).
 """
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from gdexp.config import ConfigError
 from gdexp.training.data import Dataset
 from gdexp.training.history import History, RunInterrupted
-from gdexp.training.model import LinearRegression, losses, param_row
+from gdexp.training.model import losses, param_row
 
 
 def device_for(accelerator: str) -> torch.device:
@@ -119,6 +119,8 @@ def fit(module, loader, *, epochs: int, accelerator: str, dtype: str) -> None:
 
 
 def _lightning(cfg: DictConfig, data: Dataset, linear, history: History, batches: Batches) -> None:
+    from gdexp.training.module import LinearRegression  # Lightning: seconds to import, this engine only
+
     module = LinearRegression(linear, make_optimizer(cfg), cfg.loss_reduction.value, history)
     loader = _TensorBatches(batches, torch.from_numpy(data.X), torch.from_numpy(data.Y))
     fit(module, loader, epochs=cfg.epochs, accelerator=cfg.accelerator.value, dtype=cfg.dtype.value)

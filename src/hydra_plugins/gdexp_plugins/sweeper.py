@@ -33,7 +33,7 @@ class GdexpSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from pathlib import Path
 
-        from gdexp.job import note_failures
+        from gdexp.failures import note_failures
         from gdexp.tracking.store import scrub_credentials
 
         try:

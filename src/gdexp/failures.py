@@ -1,0 +1,54 @@
+"""A job's failure: the one line that says why, carried to the command's exit status from whatever
+process the launcher ran the job in (a joblib worker's errors would stay in the worker).
+
+A job that fails returns :meth:`JobFailure.returned` as its value; the gdexp sweeper hands every
+launcher's returns to :func:`note_failures` in the main process, and ``gdexp.run`` exits non-zero
+when :data:`FAILURES` holds any (2 when all were bad input, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from gdexp.checks import is_config_error, one_line
+from gdexp.tracking.tags import run_name
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job that failed: its run name, the one line that says why, whether it was bad input."""
+
+    name: str
+    message: str
+    bad_input: bool
+
+    def returned(self) -> dict[str, Any]:
+        """As a job's return value: it reaches the main process from any launcher's workers."""
+        return {"status": "failed", "error": self.message, "bad_input": self.bad_input, "name": self.name}
+
+
+FAILURES: list[JobFailure] = []  # the failed jobs of this command, for its exit status
+
+
+def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
+    """A job's error as one line. A single run's is kept for the command's report; a sweep's is said
+    at once, and its return value (see :func:`note_failures`) carries it to the main process."""
+    failure = JobFailure(run_name(overrides), one_line(err), is_config_error(err))
+    if multirun:
+        print(f"gdexp: job [{failure.name}] failed: {failure.message}", file=sys.stderr, flush=True)
+    else:
+        FAILURES.append(failure)
+    return failure.returned()
+
+
+def note_failures(returns: Any) -> None:
+    """Keep the failed jobs among a launcher's ``JobReturn`` objects, whatever process ran them."""
+    for ret in returns:
+        value = getattr(ret, "_return_value", None)
+        if isinstance(value, dict) and value.get("status") == "failed":
+            FAILURES.append(JobFailure(str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])))
+        elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
+            name = run_name(list(getattr(ret, "overrides", None) or []))
+            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value)))

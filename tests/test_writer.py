@@ -87,6 +87,17 @@ def test_a_pool_writes_finished_runs_and_their_files(store, tmp_path):
         assert {a.path for a in client.list_artifacts(run_id)} == {"config.yaml", f"c{ids.index(run_id)}.png"}
 
 
+@pytest.mark.parametrize("uri", ["http://ann:s3cret@127.0.0.1:9", "postgresql+psycopg2://ann:s3cret@127.0.0.1:9/db"])
+def test_an_unreachable_store_is_one_line_at_once_with_the_password_masked(uri):
+    """Nothing listens on port 9: said in seconds (MLflow itself retries a database for minutes)."""
+    tracker = Tracker(uri, "x")
+    with pytest.raises(TrackingError) as caught:
+        tracker.ready(timeout=30)
+    assert "s3cret" not in str(caught.value) and "ann:***@127.0.0.1:9" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    tracker.close()
+
+
 def test_an_unusable_store_is_one_line_with_the_password_masked(tmp_path):
     tracker = Tracker("http://ann:s3cret@127.0.0.1:9", "x")  # nothing listens on port 9
     with pytest.raises(TrackingError) as caught:

@@ -229,8 +229,10 @@ def run_job(
     # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
     tracker = Tracker.get(job.uri, cfg.tracking.experiment) if job.uri else None
 
-    from gdexp.training.engines import train  # torch and Lightning: seconds, overlapping the writer's start
+    from gdexp.training.engines import load_engine, train  # torch: a second, overlapping the writer's start
     from gdexp.training.model import make_linear, param_row
+
+    load_engine(cfg.engine.value)  # Lightning too, while the writer opens the store
 
     c = cfg
     linear = make_linear(

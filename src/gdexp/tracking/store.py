@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import sqlite3
 import time
 import urllib.error
@@ -119,6 +120,18 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
             reason = getattr(err, "reason", err)
             raise TrackingError(
                 f"tracking.uri={masked(uri)}: cannot reach the tracking server ({reason}); allowed: {TRACKING_ALLOWED}"
+            ) from None
+    elif uri.startswith(("postgresql", "postgres", "mysql", "mssql")):
+        # MLflow retries a database it cannot reach for minutes: a refused port is said at once.
+        parts = urlsplit(uri)
+        default = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+        port = parts.port or default[parts.scheme.split("+")[0]]
+        try:
+            socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise TrackingError(
+                f"tracking.uri={masked(uri)}: cannot reach the database ({reason}); allowed: {TRACKING_ALLOWED}"
             ) from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])

@@ -66,6 +66,13 @@ class _TensorBatches:
             yield self.X[idx], self.Y[idx]
 
 
+def load_engine(name: str) -> None:
+    """Import what engine ``name`` trains with (Lightning: seconds), so a caller can do it while
+    something else waits, the MLflow writer's start for one."""
+    if name == "lightning":
+        import gdexp.training.module  # noqa: F401
+
+
 def train(cfg: DictConfig, data: Dataset, linear: torch.nn.Module, history: History) -> History:
     """Train ``linear`` on ``data`` with the engine ``cfg.engine`` names, recording into ``history``."""
     batches = Batches(len(data.X), cfg.batch_size, cfg.seed)

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from conftest import OPTIMIZERS, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +23,7 @@ JUNK = st.text(alphabet="ab,=[]{}'\" 0.9-:$", max_size=8)
 VALUES = {
     "lr": st.one_of(st.floats(1e-4, 0.5), NUMBERS),
     "epochs": st.one_of(st.integers(-3, 40), NUMBERS),
-    "optimizer": st.sampled_from(["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "foo"]),
+    "optimizer": st.sampled_from([*OPTIMIZERS, "foo"]),
     "bias": st.sampled_from(["true", "false", "maybe", "1", "0", "null"]),
     "init": st.sampled_from(["zeros", "default", "normal", "xavier"]),
     "init_std": NUMBERS,

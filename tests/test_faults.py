@@ -51,9 +51,7 @@ def leftovers(tag: str) -> list[str]:
 
 
 def assert_no_leftovers(tag: str, within: float = 30) -> None:
-    assert wait_until(lambda: not leftovers(tag), timeout=within, interval=0.5) is not None or not leftovers(tag), (
-        leftovers(tag)
-    )
+    assert wait_until(lambda: not leftovers(tag), timeout=within, interval=0.5), leftovers(tag)
 
 
 def statuses(uri: str) -> Counter:

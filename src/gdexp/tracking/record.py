@@ -14,6 +14,7 @@ last flush; a batched member, which has ended when it is recorded, writes its re
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import socket
@@ -120,11 +121,15 @@ def process_gone(host: str, pid: int) -> bool:
         return False
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write ``path`` atomically: a reader (or a kill) never sees half a file."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a reader (or a kill) never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=float))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomically(path, json.dumps(value, indent=2, default=float))
 
 
 class RunRecord:
@@ -169,14 +174,12 @@ class RunRecord:
     def write_whole(self, config_yaml: str, status: str, tags: dict[str, str], metrics: list[MetricRow]) -> None:
         """A run that has ended, written at once: config and whole history first (each atomically),
         ``run.json`` last."""
-        (self.folder / ".config.yaml.tmp").write_text(config_yaml)
-        os.replace(self.folder / ".config.yaml.tmp", self.folder / "config.yaml")
-        tmp = self.folder / ".history.csv.tmp"
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(self.header)
-            writer.writerows(self._rows())
-        os.replace(tmp, self.folder / "history.csv")
+        write_atomically(self.folder / "config.yaml", config_yaml)
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        writer.writerow(self.header)
+        writer.writerows(self._rows())
+        write_atomically(self.folder / "history.csv", table.getvalue())
         self.info.status, self.info.tags, self.info.metrics = status, tags, metrics
         self.info.save(self.folder)
 

@@ -162,6 +162,17 @@ def connect(uri: str, experiment: str, attempts: int = 5) -> tuple[Any, str]:
 
 
 @contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine, held on the file ``path``."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def first_open_lock(uri: str) -> Iterator[None]:
     """Held while a process opens a SQLite store: the first open creates or migrates its tables,
     and two processes doing that at once leave it half-migrated (``table _alembic_tmp_... already
@@ -170,12 +181,8 @@ def first_open_lock(uri: str) -> Iterator[None]:
         yield
         return
     path = Path(uri[len("sqlite:///") :])
-    with open(path.with_name(path.name + "-gdexp.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(path.with_name(path.name + "-gdexp.lock")):
+        yield
 
 
 def _leftover_migration(uri: str, err: BaseException) -> bool:

@@ -11,11 +11,10 @@ it twice changes nothing the second time.
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from gdexp.tracking.record import (
     process_gone,
     thin_steps,
 )
-from gdexp.tracking.store import connect, find_finished, log_whole, masked
+from gdexp.tracking.store import connect, file_lock, find_finished, log_whole, masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
 
@@ -193,14 +192,8 @@ def sync(path: Path, uri: str | None = None) -> SyncReport:
     return report
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".sync.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(folder: Path) -> AbstractContextManager[None]:
+    return file_lock(folder / ".sync.lock")
 
 
 def _finished_twin(client: Any, experiment_id: str, rec: RunInfo, run_id: str | None) -> str | None:

@@ -1,19 +1,73 @@
 #!/usr/bin/env bash
-# Set up gdexp in the current Python environment. `--test` adds the test tools and Chromium
-# (for the HTML report test). PyTorch comes first, pinned to the CPU wheel 2.13.0: a bare
-# `torch` requirement with no torch installed would pull a multi-GB CUDA build.
+# Set up gdexp, then run a command in its environment:
+#
+#   bash scripts/setup.sh [--test] [-- COMMAND ARGS...]
+#
+# The environment: the virtual environment already active (VIRTUAL_ENV or CONDA_PREFIX), else
+# .venv in this checkout, made with python3 if it is not there yet. So it works on a stock
+# Debian/Ubuntu where only `python3` exists and pip refuses to touch the system (PEP 668).
+# PyTorch comes first, pinned to the CPU wheel 2.13.0: a bare `torch` requirement with no torch
+# installed would pull a multi-GB CUDA build. Then gdexp itself, editable; `--test` adds the test
+# tools and Chromium (Debian's package, for the report and UI tests). After `--`, COMMAND runs
+# with the environment's bin/ first on PATH; later shells: `. .venv/bin/activate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+
+extras=""
 if [ "${1:-}" = "--test" ]; then
-    python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-    if ! command -v chromium >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-        else
-            sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    extras="[dev]"
+    shift
+fi
+if [ "${1:-}" = "--" ]; then
+    shift
+elif [ $# -gt 0 ]; then
+    echo "setup.sh: unknown argument '$1'; allowed: --test, then -- COMMAND ..." >&2
+    exit 2
+fi
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
+    env_dir="$VIRTUAL_ENV"
+elif [ -n "${CONDA_PREFIX:-}" ] && [ -x "$CONDA_PREFIX/bin/python" ]; then
+    env_dir="$CONDA_PREFIX"
+else
+    env_dir="$PWD/.venv"
+    if [ ! -x "$env_dir/bin/python" ]; then
+        base="$(command -v python3 || command -v python || true)"
+        if [ -z "$base" ]; then
+            echo "setup.sh: no python3 on PATH; allowed: Python >= 3.11 (Debian/Ubuntu: apt install python3 python3-venv)" >&2
+            exit 1
+        fi
+        echo "setup.sh: making the virtual environment .venv with $base" >&2
+        if ! "$base" -m venv "$env_dir" 2>/dev/null; then
+            # Debian and Ubuntu ship venv's pip bootstrap separately.
+            rm -rf "$env_dir"
+            echo "setup.sh: $base cannot make a venv; installing python3-venv" >&2
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            "$base" -m venv "$env_dir"
         fi
     fi
-else
-    python -m pip install --quiet --disable-pip-version-check -e .
 fi
+export VIRTUAL_ENV="$env_dir"
+export PATH="$env_dir/bin:$PATH"
+py="$env_dir/bin/python"
+
+"$py" -m pip install --quiet --disable-pip-version-check torch==2.13.0
+"$py" -m pip install --quiet --disable-pip-version-check -e ".$extras"
+if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# The test suite runs notebooks on the environment's own kernel.
+if [ -n "$extras" ]; then
+    "$py" -m ipykernel install --sys-prefix --name python3 >/dev/null
+fi
+
+if [ $# -gt 0 ]; then
+    exec "$@"
+fi
+echo "setup.sh: gdexp is installed in $env_dir; run commands there with \`. $env_dir/bin/activate\` first" >&2

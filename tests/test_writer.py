@@ -28,7 +28,7 @@ def test_every_operation_has_one_handler_and_pickles():
     assert ops and all(op.__name__ in handled for op in ops)
     run = p.FinishedRun("n", {"t": "1"}, {"lr": "0.1"}, [("loss", 1.0, 1)], "FINISHED")
     assert pickle.loads(pickle.dumps(p.WriteRuns([run]))) == p.WriteRuns([run])
-    assert [f.name for f in fields(p.StartRun)] == ["name", "tags", "params"]
+    assert [f.name for f in fields(p.StartRun)] == ["name", "tags", "params", "start_time", "dataset"]
 
 
 def test_a_run_is_started_written_in_chunks_and_ended(store):

@@ -1,3 +1,21 @@
-"""gdexp: experiment tracking for gradient descent on linear models."""
+"""gdexp: experiment tracking for gradient descent on linear models.
+
+From Python and Jupyter: ``gdexp.train(...)`` trains one run, ``gdexp.sweep(...)`` a grid; a bad
+value raises ``gdexp.ConfigError`` (see :mod:`gdexp.api`). They are imported on first use, so that
+``import gdexp`` (and every command, which imports it first) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["ConfigError", "Run", "sweep", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from gdexp import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'gdexp' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from enum import Enum
 
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from gdexp.config import DATA_SCHEMAS, OPTIMIZER_SCHEMAS, Config, ConfigError, Engine, TrackingConfig, group_options
 from gdexp.errors import UserError
@@ -72,6 +72,8 @@ def validate(cfg: DictConfig) -> None:
         for v in coords:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise ConfigError("predict_at", cfg.predict_at, "a list of finite numbers (or of lists of them)")
+    if cfg.print_every is not None and not 1 <= cfg.print_every <= MAX_EPOCHS:
+        raise ConfigError("print_every", cfg.print_every, "null (no table) or an integer >= 1")
     _validate_optimizer(cfg)
     if cfg.engine == Engine.numpy:
         opt = cfg.optimizer
@@ -133,8 +135,9 @@ def _validate_optimizer(cfg: DictConfig) -> None:
         _number(cfg, "optimizer.initial_accumulator_value", low=0, low_open=False, allowed="a finite number >= 0")
 
 
-def one_line(err: BaseException) -> str:
-    """An error as the single line a user sees: key, value, what is allowed."""
+def one_line(err: BaseException, overrides: list[str] | None = None) -> str:
+    """An error as the single line a user sees: key, value, what is allowed. The value a key was
+    given is looked up in ``overrides`` (default: the command line)."""
     if isinstance(err, UserError):
         return str(err)
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
@@ -145,9 +148,11 @@ def one_line(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         message = str(cause).strip().splitlines()[0]
         key = str(cause.full_key)
+        if isinstance(cause, MissingMandatoryValue):
+            return f"{key}: not set; allowed: {MISSING_HINTS.get(key, _allowed(key))}"
         if message.startswith("Key '") and "not in" in message:
             return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
-        given = _override_value(key)
+        given = _override_value(key, overrides)
         shown = f"{key}={given}" if given is not None else key
         return f"{shown}: {message}; allowed: {_allowed(key)}"
     text = " ".join(str(err).split())
@@ -159,9 +164,16 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _override_value(key: str) -> str | None:
-    """What the command line gave ``key``, for the error line."""
-    for arg in sys.argv[1:]:
+# What to give a key that has no default (``data=csv`` alone), by example.
+MISSING_HINTS = {
+    "data.path": "the path of a CSV file with a header row, e.g. data.path=points.csv",
+    "data.target": "the target column, or a list of them, e.g. data.target=y",
+}
+
+
+def _override_value(key: str, overrides: list[str] | None = None) -> str | None:
+    """What the command line (or ``overrides``) gave ``key``, for the error line."""
+    for arg in sys.argv[1:] if overrides is None else overrides:
         name, sep, value = arg.lstrip("+~").partition("=")
         if sep and name == key:
             return value

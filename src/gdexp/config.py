@@ -36,6 +36,14 @@ class ConfigError(UserError, ValueError):
         detail = f": {problem}" if problem else ""
         super().__init__(f"{key}={shown}{detail}; allowed: {allowed}")
 
+    @classmethod
+    def said(cls, line: str) -> ConfigError:
+        """An error already said in one line (Hydra's, a failed job's), raised as a ConfigError."""
+        err = cls.__new__(cls)
+        ValueError.__init__(err, line)
+        err.key, err.value, err.allowed, err.problem = "", None, "", None
+        return err
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
@@ -177,6 +185,8 @@ class Config:
     dtype: DType = DType.float32
     converge_tol: float = 1e-6
     diverge_above: float = 1e12
+    print_every: int | None = None  # the seeds' table, a row every N epochs
+    print_format: str | None = None  # a row's format; null: "epoch {epoch}: w = {w:.3f}, loss = {loss:.3f}"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -189,9 +199,9 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in OPTIMIZER_SCHEMAS.items():
-        cs.store(group="optimizer", name=f"{name}_schema", node=node)
+        cs.store(group="schema/optimizer", name=name, node=node)
     for name, node in DATA_SCHEMAS.items():
-        cs.store(group="data", name=f"{name}_schema", node=node)
+        cs.store(group="schema/data", name=name, node=node)
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
         # The experiments live in their own top-level folder, not under conf/, so they are
         # registered as the `experiment` group by hand, headers and defaults lists intact.

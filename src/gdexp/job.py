@@ -10,6 +10,7 @@ the job's record keeps everything for ``gdexp.sync``.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,11 @@ from omegaconf import DictConfig
 
 from gdexp.checks import validate
 from gdexp.config import config_hash, config_yaml, flatten, resolved
+from gdexp.console import check_table_format, print_summary, progress, say_skipped
+from gdexp.outcome import Outcome
 from gdexp.tracking.client import Tracker
-from gdexp.tracking.protocol import FinishedRun, MetricRow, RunFiles
+from gdexp.tracking.describe import NOTE_TAG, dataset_spec, run_description
+from gdexp.tracking.protocol import DatasetSpec, FinishedRun, RunFiles
 from gdexp.tracking.record import RunInfo, RunRecord, SweepInfo, thin_steps
 from gdexp.tracking.store import TrackingError, masked, resolve_uri
 from gdexp.tracking.tags import masked_overrides, run_name, source_tags
@@ -38,6 +42,7 @@ def check(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]
 
         device_for("gpu")
     data = load_data(cfg.data, launch_dir)
+    check_table_format(cfg.print_format, param_names(data.n_features, data.n_targets, bool(cfg.bias)))
     return data, predict_points(cfg.predict_at, data.n_features)
 
 
@@ -57,24 +62,6 @@ def run_tags(plain: dict[str, Any], overrides: list[str], output_dir: Path, pare
 
 
 @dataclass
-class Outcome:
-    """What a job ended with (returned to Hydra as plain values, to tests and notebooks as is)."""
-
-    run_id: str | None
-    history: History
-    summary: dict[str, float]
-    status: str  # converged, diverged, max_epochs; killed or failed when it did not end by itself
-    pred_before: dict[str, float]  # pred_5 -> f(5) with the initial parameters
-    pred_after: dict[str, float]  # ... with the final ones
-    points: list[list[float]]
-    metric_rows: list[MetricRow]  # summary and predictions, as MLflow gets them
-
-    def returned(self) -> dict[str, Any]:
-        """What goes back to a launcher: plain values that pickle (joblib, submitit)."""
-        return {"run_id": self.run_id, "status": self.status, **self.summary}
-
-
-@dataclass
 class Job:
     """A job ready to train: its config and data, and what its record and MLflow run will carry."""
 
@@ -89,6 +76,8 @@ class Job:
     config_yaml: str
     uri: str | None  # None: tracking off
     parent: str | None
+    dataset: DatasetSpec
+    started_ms: int  # when the job started: its MLflow run's start time, whenever the run is made
 
     @classmethod
     def prepare(
@@ -103,6 +92,7 @@ class Job:
     ) -> Job:
         """Check ``cfg`` and load its data (or take ``data``, already loaded and checked for a
         population's members, whose configs are checked by their group)."""
+        started_ms = int(time.time() * 1000)
         if data is None:
             loaded, points = check(cfg, launch_dir)
             data = loaded.as_dtype(cfg.dtype.value)
@@ -122,6 +112,8 @@ class Job:
             config_yaml=config_yaml(plain),
             uri=resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None,
             parent=parent,
+            dataset=dataset_spec(data, cfg.data, launch_dir),
+            started_ms=started_ms,
         )
 
     @property
@@ -163,15 +155,44 @@ class Job:
         )
         first, last = (predictions(history.params[i], self.points, self.data, bias).ravel().tolist() for i in (0, -1))
         cols = self.pred_columns
-        rows = [(k, v, 0) for k, v in summary.items()] + [(k, v, 0) for k, v in zip(cols, first)]
+        # A run that failed before its first epoch has no outcome to chart: no summary metrics.
+        untrained = end_status == "FAILED" and history.epochs == 0
+        rows = [] if untrained else [(k, v, 0) for k, v in summary.items()]
+        rows += [(k, v, 0) for k, v in zip(cols, first)]
         rows += [(k, v, history.epochs) for k, v in zip(cols, last)] if history.epochs else []
         run_status = status(history, self.cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
         return Outcome(
-            run_id, history, summary, run_status, dict(zip(cols, first)), dict(zip(cols, last)), self.points, rows
+            run_id,
+            history,
+            summary,
+            run_status,
+            dict(zip(cols, first)),
+            dict(zip(cols, last)),
+            self.points,
+            rows,
+            str(self.output_dir),
         )
 
     def final_tags(self, outcome: Outcome, **extra: str) -> dict[str, str]:
-        return {**self.tags, **extra, "gdexp.status": outcome.status}
+        return {**self.tags, **extra, "gdexp.status": outcome.status, NOTE_TAG: self.describe(outcome)}
+
+    def describe(self, outcome: Outcome) -> str:
+        """The run's description in MLflow: what was trained, how it ended."""
+        c = self.cfg
+        return run_description(
+            optimizer=str(c.optimizer.name),
+            lr=float(c.lr),
+            bias=bool(c.bias),
+            data_name=self.dataset.name,
+            n_samples=int(self.data.X.shape[0]),
+            engine=c.engine.value,
+            epochs=int(c.epochs),
+            trained=outcome.history.epochs,
+            status=outcome.status,
+            summary=outcome.summary,
+            converge_tol=float(c.converge_tol),
+            prediction=outcome.prediction() if outcome.history.epochs else "",
+        )
 
     def skipped(self, run_id: str) -> None:
         say_skipped(self.name, run_id)
@@ -201,7 +222,16 @@ class Job:
         rows = [("loss", history.loss[s - 1], int(s)) for s in thin_steps(1, epochs, curve_points)]
         for s in thin_steps(0, epochs, curve_points):
             rows.extend((n, v, int(s)) for n, v in zip(names, history.params[s]))
-        run = FinishedRun(self.name, tags, self.params, rows + outcome.metric_rows, end_status)
+        run = FinishedRun(
+            self.name,
+            tags,
+            self.params,
+            rows + outcome.metric_rows,
+            end_status,
+            start_time=self.started_ms,
+            end_time=int(time.time() * 1000),
+            dataset=self.dataset,
+        )
         folder = self.output_dir
         files = RunFiles(
             self.name,
@@ -247,7 +277,7 @@ def run_job(
                 if done:
                     job.skipped(done)
                     return None
-            run_id = tracker.start_run(job.name, job.tags, job.params)
+            run_id = tracker.start_run(job.name, job.tags, job.params, job.started_ms, job.dataset)
         except TrackingError as err:
             if sweep is None:
                 raise  # fail fast: nothing has trained yet
@@ -263,16 +293,23 @@ def run_job(
         if tracker is not None and run_id is not None:
             tracker.log_metrics(run_id, history.metrics(first_step))
 
-    history.on_flush = flush
     end_status = "FAILED"
     try:
-        with interrupts_stop(history.stop):
+        with interrupts_stop(history.stop), progress(int(cfg.epochs), job.name) as bar:
+
+            def flush_and_show(first_step: int) -> None:
+                flush(first_step)
+                bar.update(history.epochs - max(first_step - 1, 0))
+
+            history.on_flush = flush_and_show
             try:
                 train(cfg, job.data, linear, history)
                 end_status = "FINISHED"
             except RunInterrupted:
                 end_status = "KILLED"
                 raise
+            finally:
+                history.on_flush = flush
     finally:
         history.flush()
         outcome = job.close(history, end_status, run_id)
@@ -281,7 +318,7 @@ def run_job(
         if tracker is not None and run_id is not None:
             try:
                 tracker.log_metrics(run_id, outcome.metric_rows)
-                tracker.set_tags(run_id, {"gdexp.status": outcome.status})
+                tracker.set_tags(run_id, {k: tags[k] for k in ("gdexp.status", NOTE_TAG)})
                 tracker.log_artifact(run_id, output_dir / "config.yaml")
                 tracker.log_artifact(run_id, output_dir / "history.csv")
                 tracker.end_run(run_id, end_status)
@@ -292,37 +329,3 @@ def run_job(
     if not quiet:
         print_summary(cfg, outcome, job.name, tracker)
     return outcome
-
-
-def say_skipped(name: str, run_id: str) -> None:
-    """Say that ``tracking.skip_finished`` found a job's configuration FINISHED already."""
-    print(f"gdexp [{name}] skipped: finished already as MLflow run {run_id}")
-
-
-def _fmt_point(point: list[float]) -> str:
-    return ", ".join(f"{v:g}" for v in point)
-
-
-def print_summary(cfg: DictConfig, outcome: Outcome, name: str, tracker: Tracker | None) -> None:
-    """A few lines a person reads after a run, ending with the seeds' f(5)."""
-    h = outcome.history
-    first = f"{h.loss[0]:.6g}" if h.loss else "-"
-    params = ", ".join(f"{n} = {v:.4f}" for n, v in zip(h.param_names, h.params[-1]))
-    print(
-        f"gdexp [{name}] {cfg.engine.value} · optimizer={cfg.optimizer.name} lr={cfg.lr:g} · "
-        f"{h.epochs}/{cfg.epochs} epochs · {outcome.status}"
-    )
-    print(
-        f"  loss {first} -> {h.loss[-1] if h.loss else float('nan'):.6g} (final {outcome.summary['final_loss']:.6g})"
-        f" · {params} · distance to optimum {outcome.summary['dist_to_opt']:.3g}"
-    )
-    if tracker is not None:
-        print(f"  MLflow run {outcome.run_id} · experiment {tracker.experiment} · {tracker.shown_uri}")
-    per_point = len(outcome.pred_after) // len(outcome.points)
-    for label, preds in (("before", outcome.pred_before), ("after", outcome.pred_after)):
-        values = list(preds.values())
-        shown = "; ".join(
-            f"f({_fmt_point(p)}) = " + ", ".join(f"{v:.3f}" for v in values[i * per_point : (i + 1) * per_point])
-            for i, p in enumerate(outcome.points)
-        )
-        print(f"Prediction {label} training: {shown}")

@@ -11,23 +11,19 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gdexp.checks import is_config_error, one_line
 from gdexp.config import CONF_DIR, register_configs
-from gdexp.failures import FAILURES, job_failed
-from gdexp.job import run_job
+from gdexp.failures import FAILURES
 from gdexp.sweeps.callback import SweepAborted
 from gdexp.sweeps.interrupt import close_sweeps
+from gdexp.task import hydra_task
 from gdexp.tracking.client import Tracker
-from gdexp.tracking.record import read_sweep, sweep_dir
-from gdexp.tracking.store import mask_text, scrub_credentials
+from gdexp.tracking.store import mask_text
 from gdexp.training.history import RunInterrupted
 
 register_configs()
@@ -36,24 +32,8 @@ _TASK_STARTED: list[bool] = []  # empty while Hydra is still composing the confi
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
-    # A job's error is kept for main() to report in one line: raised here, Hydra would print its
-    # own message first (and, in a multirun, the other jobs must go on anyway).
     _TASK_STARTED.append(True)
-    hc = HydraConfig.get()
-    if hc.output_subdir:  # Hydra saved the command line as typed: no password stays on disk
-        scrub_credentials(sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")))
-    try:
-        multirun = hc.mode == RunMode.MULTIRUN
-        outcome = run_job(
-            cfg,
-            overrides=list(hc.overrides.task),
-            output_dir=Path(hc.runtime.output_dir),
-            launch_dir=Path(hc.runtime.cwd),
-            sweep=read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None,
-        )
-    except Exception as err:
-        return job_failed(list(hc.overrides.task), err, hc.mode == RunMode.MULTIRUN)
-    return {"status": "skipped"} if outcome is None else outcome.returned()
+    return hydra_task(cfg)
 
 
 def _mask_log_records() -> None:

@@ -4,6 +4,7 @@ matplotlib Figure (tests and notebooks inspect it); :func:`save` writes PNGs."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backe
 
 from gdexp.compare.runs import SelectionError, column, histories
 from gdexp.compare.tables import pivot
-from gdexp.tracking.loss_curve import plain
+from gdexp.tracking.loss_curve import plain, short
 from gdexp.training.analysis import star_name
 from gdexp.training.data import load_data
 
@@ -22,6 +23,10 @@ def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None) -> 
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     groups = column(runs, by, "by").astype(str) if by else pd.Series([], dtype=str)
+    title = "loss per epoch"
+    if by and groups.nunique() == 1 and len(runs) > 1:  # one colour for every line says nothing
+        title = f"loss per epoch ({by} = {groups.iloc[0]} in every run)"
+        by = None
     palette = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(groups))}
     seen = set()
     for i, (run_id, name) in enumerate(zip(runs["run_id"], runs["run_name"])):
@@ -33,9 +38,9 @@ def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None) -> 
             seen.add(key)
             color = palette[key]
         else:
-            label, color = plain(str(name)), None
+            label, color = plain(short(str(name), 60)), f"C{i % 10}"
         ax.plot(h["epoch"], np.where(loss > 0, loss, np.nan), label=label, color=color, alpha=0.85)
-    ax.set(xlabel="epoch", ylabel="loss (MSE)", yscale="log", title="loss per epoch")
+    ax.set(xlabel="epoch", ylabel="loss (MSE)", yscale="log", title=plain(title))
     ax.grid(alpha=0.3)
     if len(runs) <= 20 or by:
         ax.legend(fontsize=7, loc="best")
@@ -58,7 +63,9 @@ def weights(runs: pd.DataFrame, history: pd.DataFrame, run_id: str | None = None
         star = run.get(f"metrics.{star_name(name)}")
         if star is not None and not pd.isna(star):
             ax.axhline(star, color=f"C{i}", linestyle="--", linewidth=1, label=f"{star_name(name)} = {star:.4g}")
-    ax.set(xlabel="epoch", ylabel="parameter value", title=plain(f"parameters: {run['run_name']}"))
+    title = "\n".join(textwrap.wrap(f"parameters: {run['run_name']}", 70, break_on_hyphens=False)[:3])
+    ax.set(xlabel="epoch", ylabel="parameter value")
+    ax.set_title(plain(title), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if two:
@@ -123,7 +130,12 @@ def heatmap(runs: pd.DataFrame, row: str, col: str, value: str = "final_loss") -
     ax.set_yticks(range(len(grid.index)), [plain(str(i)) for i in grid.index])
     ax.set(xlabel=col, ylabel=row, title=value)
     for (i, j), v in np.ndenumerate(data):
-        ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color="w")
+        if np.isnan(v):
+            continue
+        # Dark text on the map's light end, white on its dark end: readable on every cell.
+        r, g, b, _ = image.cmap(image.norm(shown[i, j]))
+        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+        ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color=ink)
     fig.colorbar(image, ax=ax, label=f"log10 {value}" if shown is not data else value)
     return fig
 

@@ -159,3 +159,35 @@ def artifact_path(run_id: str, artifact_uri: str, name: str, uri: str | None) ->
     from mlflow.artifacts import download_artifacts
 
     return Path(download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=resolve_uri(uri, Path.cwd())))
+
+
+def records_frame(folder: Path) -> pd.DataFrame:
+    """The runs recorded below ``folder`` (their ``run.json`` and ``history.csv``), in the shape
+    :func:`select_runs` gives: for sweeps run without MLflow, or before a store is synced."""
+    from gdexp.tracking.record import DamagedRecord, RunInfo, find_records
+
+    rows = []
+    for path in find_records(folder):
+        try:
+            info = RunInfo.load(path)
+        except DamagedRecord:
+            continue
+        row: dict[str, Any] = {
+            "run_id": info.mlflow_run_id or info.record_id,
+            "run_name": info.run_name,
+            "mlflow_status": info.status,
+            "start_time": path.stat().st_mtime,
+            "artifact_uri": path.parent.as_uri(),
+        }
+        row.update({f"params.{k}": v for k, v in info.params.items()})
+        try:  # the final parameters, as MLflow's latest value of each curve
+            last = pd.read_csv(path.parent / "history.csv").iloc[-1]
+            row.update({f"metrics.{k}": float(last[k]) for k in last.index if k.split("_")[0] in ("w", "b")})
+        except Exception:
+            pass
+        row.update({f"metrics.{k}": v for k, v, _ in info.metrics})
+        row.update({f"tags.{k}": v for k, v in info.tags.items()})
+        rows.append(row)
+    if not rows:
+        raise SelectionError(f"{folder}: no run records there")
+    return pd.DataFrame(rows).sort_values("start_time", ignore_index=True)

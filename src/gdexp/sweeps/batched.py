@@ -27,7 +27,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
-from gdexp.job import say_skipped
+from gdexp.console import progress, say_skipped
 from gdexp.sweeps.callback import check_launcher
 from gdexp.sweeps.overrides import SweepJob, split_jobs
 from gdexp.sweeps.plan import Member, Planned, compose, populations
@@ -143,7 +143,12 @@ def _train_and_record(
         flush=True,
     )
     stop = StopSignal()  # one for the whole population: it stops at the next epoch, recorded
-    with interrupts_stop(stop):
+    with interrupts_stop(stop), progress(max(p.epochs for p in pop), planned.label) as bar:
+
+        def epoch_done() -> bool:  # called after every epoch: the bar moves, an interrupt stops
+            bar.update(1)
+            return stop.received
+
         curves = population.train_population(
             data.X,
             data.Y,
@@ -155,7 +160,7 @@ def _train_and_record(
             dtype=dtype,
             batch_size=base.batch_size,
             seeds=[int(c.seed) for c in cfgs],
-            stop=lambda: stop.received,
+            stop=epoch_done,
         )
     trained = time.monotonic() - started
     statuses: Counter[str] = Counter()

@@ -21,7 +21,10 @@ from gdexp.config import ConfigError
 from gdexp.job import check
 from gdexp.sweeps.interrupt import ACTIVE
 from gdexp.sweeps.overrides import apply_overrides, member_override
+from gdexp.sweeps.summary import SweepOutcome, print_sweep_summary, sweep_params
 from gdexp.tracking.client import Tracker
+from gdexp.tracking.describe import NOTE_TAG
+from gdexp.tracking.links import run_link, ui_base
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo, sweep_dir
 from gdexp.tracking.store import TrackingError, masked, resolve_uri
 from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
@@ -89,8 +92,8 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
                     cfg = apply_overrides(composed[()], [parsed])
                 else:
                     cfg = loader.load_sweep_config(config, list(job))
-            except Exception as err:
-                raise ConfigError("override", value, "a valid value for its key", one_line(err)) from None
+            except Exception as err:  # said as the command says it for a single run
+                raise ConfigError.said(one_line(err, [value])) from None
             check(cfg, launch_dir)
     if not seen:
         check(config, launch_dir)
@@ -108,8 +111,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             overrides = list(config.hydra.overrides.task)
-            sweep_params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-            every = sweep_params + overrides
+            configured = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+            every = configured + overrides
             jobs = preflight(config, every)
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,8 @@ class SweepCallback(Callback):
                     "gdexp.sweep_dir": str(folder),
                     "gdexp.jobs": str(jobs),
                 }
-                self.parent = tracker.start_run("sweep " + (" ".join(shown_overrides(every)) or "default"), tags, {})
+                name = "sweep " + (" ".join(shown_overrides(every)) or "default")
+                self.parent = tracker.start_run(name, tags, sweep_params(masked_overrides(every)))
                 record.parent_run_id, record.tracking_uri = self.parent, masked(uri)
                 record.experiment = config.tracking.experiment
             record.save(folder)
@@ -139,8 +143,22 @@ class SweepCallback(Callback):
         if record is not None:  # the sweep's end goes on record first, for gdexp.sync
             record.status = "FINISHED"
             record.save(folder)
+        outcome = SweepOutcome.read(folder)
+        link = None
         if self.store is not None and self.parent is not None:
+            tracker = Tracker.get(*self.store)
             try:
-                Tracker.get(*self.store).end_run(self.parent, "FINISHED")
+                axes = sweep_params(record.overrides if record else [])
+                best = outcome.best(n=1)
+                tags = {NOTE_TAG: outcome.description(axes)}
+                if best and best[0].mlflow_run_id:
+                    tags["gdexp.best_run"] = best[0].mlflow_run_id
+                tracker.log_metrics(self.parent, [(k, v, 0) for k, v in outcome.metrics().items()])
+                tracker.set_tags(self.parent, tags)
+                tracker.end_run(self.parent, "FINISHED")
+                link = run_link(ui_base(tracker.uri), tracker.ready(), self.parent)
             except TrackingError as err:
                 print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends the sweep's run")
+        local = self.store is None or not self.store[0].startswith(("http://", "https://"))
+        experiment = self.store[1] if self.store else None
+        print_sweep_summary(outcome, folder, self.parent, experiment, link, local)

@@ -73,9 +73,11 @@ def mark_killed(folder: Path) -> int:
     return marked
 
 
-def close_sweeps() -> None:
-    """After an interrupt: stop the workers, then leave every sweep this process opened complete."""
-    stop_children()
+def close_sweeps(stop_workers: bool = True) -> None:
+    """After an interrupt: stop the workers (this process's children: the command's, not a
+    notebook kernel's), then leave every sweep this process opened complete."""
+    if stop_workers:
+        stop_children()
     for folder in ACTIVE:
         mark_killed(folder)
         try:

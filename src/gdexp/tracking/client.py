@@ -102,9 +102,16 @@ class Tracker:
         except OSError:
             pass
 
-    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
-        """Create a RUNNING run with its tags and params; its run id."""
-        return self.call(p.StartRun(name, tags, params))
+    def start_run(
+        self,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        start_time: int | None = None,
+        dataset: p.DatasetSpec | None = None,
+    ) -> str:
+        """Create a RUNNING run with its tags, params and dataset input; its run id."""
+        return self.call(p.StartRun(name, tags, params, start_time, dataset))
 
     def finished_run(self, config_hash: str) -> str | None:
         """The id of a FINISHED run of the experiment with this config hash, if there is one."""

@@ -18,6 +18,14 @@ def plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def short(text: str, limit: int = 80) -> str:
+    """``text`` cut in the middle to ``limit`` characters: a long run name fits its plot's title."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 3
+    return f"{text[: keep - keep // 3]}...{text[len(text) - keep // 3 :]}"
+
+
 class LossCurve:
     """One run's loss against epoch, log scale: the ``loss_curve.png`` every run logs.
 
@@ -60,7 +68,7 @@ class LossCurve:
         self.ax.set_xlim(limits[:2])
         self.ax.set_ylim(limits[2:])
         self.line.set_data(np.arange(1, len(values) + 1), np.where(values > 0, values, np.nan))
-        self.ax.set_title(plain(title))
+        self.ax.set_title(plain(short(title)), fontsize=9)
         return self.figure
 
     def save(self, loss: list[float], path: Path, title: str = "") -> Path:
@@ -78,7 +86,7 @@ class LossCurve:
                 self._backgrounds.clear()
             background = self._backgrounds[limits] = self.canvas.copy_from_bbox(self.figure.bbox)
             self.line.set_visible(True)
-            self.ax.title.set_text(plain(title))
+            self.ax.title.set_text(plain(short(title)))
         else:
             self.canvas.restore_region(background)
         self.ax.draw_artist(self.line)

@@ -20,13 +20,27 @@ class Op:
 
 
 @dataclass(frozen=True)
+class DatasetSpec:
+    """A run's training data as MLflow's dataset input: what the UI's Dataset column shows."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str  # JSON
+    schema: str  # JSON
+    profile: str  # JSON
+
+
+@dataclass(frozen=True)
 class StartRun(Op):
-    """Create a RUNNING run with its tags and params; answers its run id."""
+    """Create a RUNNING run with its tags, params and dataset; answers its run id."""
 
     answered: ClassVar[bool] = True
     name: str
     tags: dict[str, str]
     params: dict[str, str]
+    start_time: int | None = None  # ms since the epoch: when the job started, not when its run did
+    dataset: DatasetSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,9 @@ class FinishedRun:
     params: dict[str, str]
     metrics: list[MetricRow]
     status: str
+    start_time: int | None = None  # ms since the epoch
+    end_time: int | None = None
+    dataset: DatasetSpec | None = None
 
 
 @dataclass(frozen=True)

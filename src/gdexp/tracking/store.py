@@ -235,7 +235,9 @@ def _client_and_experiment(client: Any, uri: str, experiment: str) -> tuple[Any,
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     try:
-        return client, client.create_experiment(experiment, artifact_location=location)
+        # MLflow's UI shows an experiment of this kind on its runs, not on its GenAI overview.
+        kind = {"mlflow.experimentKind": "custom_model_development"}
+        return client, client.create_experiment(experiment, artifact_location=location, tags=kind)
     except MlflowException:  # created meanwhile by a process on another machine
         found = client.get_experiment_by_name(experiment)
         if found is None:

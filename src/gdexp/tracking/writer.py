@@ -57,9 +57,12 @@ class Writer:
     # ------------------------------------------------------------------ the handlers
 
     def start_run(self, op: p.StartRun) -> str:
-        run = retrying(self.client.create_run, self.experiment_id, run_name=op.name, tags=op.tags)
+        run = retrying(
+            self.client.create_run, self.experiment_id, run_name=op.name, tags=op.tags, start_time=op.start_time
+        )
         self.open_runs.add(run.info.run_id)
         log_whole(self.client, run.info.run_id, params=op.params)
+        self._log_dataset(run.info.run_id, op.dataset)
         return run.info.run_id
 
     def log_metrics(self, op: p.LogMetrics) -> None:
@@ -93,9 +96,16 @@ class Writer:
         for run in op.runs:
             created = None
             try:
-                created = retrying(self.client.create_run, self.experiment_id, run_name=run.name, tags=run.tags)
+                created = retrying(
+                    self.client.create_run,
+                    self.experiment_id,
+                    run_name=run.name,
+                    tags=run.tags,
+                    start_time=run.start_time,
+                )
                 log_whole(self.client, created.info.run_id, params=run.params, metrics=run.metrics)
-                retrying(self.client.set_terminated, created.info.run_id, run.status)
+                self._log_dataset(created.info.run_id, run.dataset)
+                retrying(self.client.set_terminated, created.info.run_id, run.status, run.end_time)
                 out.written.append(p.Written(created.info.run_id, created.info.artifact_uri))
             except Exception as err:
                 out.failures.append(f"[{run.name}] {type(err).__name__}: {first_line(err)}")
@@ -161,6 +171,15 @@ class Writer:
             self.conn.send(p.Reply(error=error))
         else:
             self.failure = self.failure or failure or error
+
+    def _log_dataset(self, run_id: str, spec: p.DatasetSpec | None) -> None:
+        if spec is None:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(spec.name, spec.digest, spec.source_type, spec.source, spec.schema, spec.profile)
+        context = InputTag(key="mlflow.data.context", value="training")
+        retrying(self.client.log_inputs, run_id, [DatasetInput(dataset, tags=[context])])
 
     def _end_failed(self, run_id: str) -> None:
         try:

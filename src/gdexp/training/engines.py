@@ -99,24 +99,27 @@ def fit(module, loader, *, epochs: int, accelerator: str, dtype: str) -> None:
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        precision="64-true" if dtype == "float64" else "32-true",
-    )
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     with warnings.catch_warnings():
-        # Tiny in-memory batches: Lightning's advice about workers and returning None does not apply.
+        # Tiny in-memory batches: Lightning's advice about workers and returning None does not
+        # apply; nor does its hint to use `srun` wherever Slurm is installed (gdexp's Slurm jobs are
+        # one process each), once per job.
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
+        warnings.filterwarnings("ignore", message=".*`srun` command is available")
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            precision="64-true" if dtype == "float64" else "32-true",
+        )
         try:
             trainer.fit(module, train_dataloaders=loader)
         except SIGTERMException:

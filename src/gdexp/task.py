@@ -1,0 +1,38 @@
+"""The task Hydra runs for every job, from the command line (:mod:`gdexp.run`) and from Python
+(:mod:`gdexp.api`): one configuration trained, recorded and tracked; its failure kept as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from gdexp.failures import job_failed
+from gdexp.job import run_job
+from gdexp.tracking.record import read_sweep, sweep_dir
+from gdexp.tracking.store import scrub_credentials
+
+
+def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:
+    """Run the job Hydra composed. A job's error is kept for the caller to report in one line:
+    raised here, Hydra would print its own message first (and, in a multirun, the other jobs must
+    go on anyway)."""
+    hc = HydraConfig.get()
+    if hc.output_subdir:  # Hydra saved the command line as typed: no password stays on disk
+        scrub_credentials(sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")))
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        outcome = run_job(
+            cfg,
+            overrides=list(hc.overrides.task),
+            output_dir=Path(hc.runtime.output_dir),
+            launch_dir=Path(hc.runtime.cwd),
+            sweep=read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None,
+            quiet=quiet,
+        )
+    except Exception as err:
+        return job_failed(list(hc.overrides.task), err, multirun)
+    return {"status": "skipped"} if outcome is None else outcome.returned()

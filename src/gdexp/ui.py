@@ -1,0 +1,202 @@
+"""``python -m gdexp.ui`` (``gdexp-ui``): MLflow's UI for the store gdexp uses from here.
+
+The store is found as ``gdexp.run`` finds it (``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
+else ``mlflow.db`` in this directory). The UI is MLflow's own server, bound to 127.0.0.1 unless
+``--host`` says otherwise; gdexp prints links that open straight on the runs (the experiment's run
+list, the latest sweep's parent run) in MLflow's machine-learning view, not its GenAI overview.
+A tracking server is its own UI: the links are printed and nothing is started. Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gdexp.tracking.links import DEFAULT_UI_HOST, DEFAULT_UI_PORT, run_link, runs_link, ui_base
+from gdexp.tracking.store import TrackingError, masked, resolve_uri
+
+KIND_TAG = "mlflow.experimentKind"
+
+
+class UIError(Exception):
+    """Said in one line, exit status 2 (bad input) or 1 (the server failed)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    print(f"gdexp-ui: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"--port={text}; allowed: an integer from 1 to 65535")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gdexp-ui", description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--host", default=DEFAULT_UI_HOST, help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=DEFAULT_UI_PORT, help="default 5000")
+    p.add_argument("--experiment", default="gdexp", help="the experiment the links open on (default gdexp)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this directory"
+    )
+    return p
+
+
+def where(uri: str, experiment: str) -> tuple[str | None, str | None, str | None]:
+    """The experiment's id, and the latest sweep's parent run id and name (None when absent).
+    An experiment gdexp made before MLflow's UI knew its kind is told it is a training one."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None, None, None
+        if KIND_TAG not in found.tags:
+            client.set_experiment_tag(found.experiment_id, KIND_TAG, "custom_model_development")
+        latest = client.search_runs(
+            [found.experiment_id], "tags.`gdexp.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+    except Exception as err:
+        raise UIError(f"--tracking-uri={masked(uri)}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    if not latest:
+        return found.experiment_id, None, None
+    return found.experiment_id, latest[0].info.run_id, latest[0].info.run_name
+
+
+def links(
+    base: str, experiment: str, experiment_id: str | None, sweep: str | None, sweep_name: str | None
+) -> list[str]:
+    """The lines that say where to click."""
+    if experiment_id is None:
+        return [f"  experiment {experiment} has no runs yet: `python -m gdexp.run` makes one; {base}"]
+    out = [f"  runs of experiment {experiment}: {runs_link(base, experiment_id)}"]
+    if sweep:
+        out.append(f"  latest sweep ({sweep_name}): {run_link(base, experiment_id, sweep)}")
+    return out
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_server(uri: str, host: str, port: int, log: Any) -> subprocess.Popen[bytes]:
+    """MLflow's server on ``uri``; artifacts the UI creates go beside a SQLite store."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command += ["--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:///"):
+        command += ["--artifacts-destination", str(Path(uri[len("sqlite:///") :]).parent / "mlartifacts")]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+def wait_until_up(process: subprocess.Popen[bytes], base: str, log_path: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            raise UIError(f"MLflow's server exited ({process.returncode}): {lines[-1] if lines else 'no output'}", 1)
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise UIError(f"MLflow's server did not answer on {base} in {timeout:.0f} s", 1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``gdexp-ui`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        uri = resolve_uri(args.tracking_uri, Path.cwd())
+    except TrackingError as err:
+        _fail(str(err))
+    try:
+        if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
+            base = ui_base(uri)
+            print(f"gdexp-ui: {masked(uri)} is a tracking server: its UI is {base}")
+            for line in links(base, args.experiment, *where(uri, args.experiment)):
+                print(line)
+            return
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+            raise UIError(
+                f"--tracking-uri={masked(uri)}: no MLflow store there yet; allowed: the directory you ran "
+                "`python -m gdexp.run` in, or --tracking-uri / MLFLOW_TRACKING_URI naming its store"
+            )
+        if not _port_free(args.host, args.port):
+            raise UIError(f"--port={args.port}: {args.host}:{args.port} is in use; allowed: a free port (--port 5001)")
+        found = where(uri, args.experiment)
+        base = ui_base(None, args.host, args.port)
+        with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
+            log_path = Path(log.name)
+            process = start_server(uri, args.host, args.port, log)
+        stopping: list[int] = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stopping.append(signum)
+            stop(process)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        try:
+            wait_until_up(process, base, log_path)
+            print(f"gdexp-ui: MLflow's UI for {masked(uri)} on {base} (Ctrl-C stops it)", flush=True)
+            for line in links(base, args.experiment, *found):
+                print(line, flush=True)
+            process.wait()
+        except UIError:
+            if stopping:
+                return
+            raise
+        finally:
+            stop(process)
+        if not stopping:
+            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            raise UIError(f"MLflow's server exited ({process.returncode}): {lines[-1] if lines else ''}", 1)
+        log_path.unlink(missing_ok=True)
+        print("gdexp-ui: stopped")
+    except UIError as err:
+        _fail(str(err), err.status)
+
+
+if __name__ == "__main__":
+    main()

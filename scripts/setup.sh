@@ -58,9 +58,9 @@ py="$env_dir/bin/python"
 
 "$py" -m pip install --quiet --disable-pip-version-check torch==2.13.0
 "$py" -m pip install --quiet --disable-pip-version-check -e ".$extras"
-if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then
+if [ -n "$extras" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 # The test suite runs notebooks on the environment's own kernel.
 if [ -n "$extras" ]; then

@@ -133,3 +133,36 @@ def test_postgresql_tracking_uri_directly(postgres, tmp_path, cli_env):
         run.info.status == "FINISHED"
         and len(MlflowClient(postgres.uri).get_metric_history(run.info.run_id, "loss")) == 20
     )
+
+
+def _log_new_datasets(uri: str) -> int:
+    """One process's 20 runs, each logging a dataset the store has not seen: how many failed."""
+    from gdexp.tracking import protocol as p
+    from gdexp.tracking.store import connect
+    from gdexp.tracking.writer import Writer
+
+    client, experiment = connect(uri, "datasets")
+    writer = Writer(None, uri, client, experiment)
+    failed = 0
+    for k in range(20):
+        run = client.create_run(experiment)
+        writer.failure = None
+        writer._log_dataset(run.info.run_id, p.DatasetSpec("line", f"{k:08x}", "code", "{}", "{}", "{}"))
+        failed += writer.failure is not None
+    return failed
+
+
+def test_processes_logging_the_same_new_dataset_at_once_all_get_it(postgres, tmp_path):
+    """PostgreSQL lets two processes insert the same new dataset at once and fails one of them on
+    the unique key (seen failing a joblib sweep's run): the writer tries again and finds it."""
+    import multiprocessing
+
+    uri = postgres.uri.rsplit("/", 1)[0] + "/mlflow"
+    from gdexp.tracking.store import connect
+
+    connect(uri, "datasets")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_log_new_datasets, [uri] * 4) == [0, 0, 0, 0]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id], max_results=1000)
+    assert len(runs) == 80 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)

@@ -115,9 +115,14 @@ def progress(total: int, description: str, unit: str = "epoch") -> Iterator[Any]
     if not interactive() or total <= 0:
         yield _Silent()
         return
-    from tqdm.auto import tqdm
+    import shutil
 
-    bar = tqdm(total=total, desc=description, unit=unit, leave=False, dynamic_ncols=True, mininterval=0.5)
+    from tqdm import tqdm  # text only: in Jupyter too, where widgets may be missing
+
+    # A terminal that reports no size (a pty without one) makes tqdm draw nothing: say one.
+    size = shutil.get_terminal_size()
+    shape = {"ncols": min(size.columns or 100, 120), "nrows": size.lines or 24}
+    bar = tqdm(total=total, desc=description[:40], unit=unit, leave=False, mininterval=0.5, **shape)
     try:
         yield bar
     finally:

@@ -134,6 +134,7 @@ def wait_until_up(process: subprocess.Popen[bytes], base: str, log_path: Path, t
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """The server and its workers gone: a SIGTERM, then a SIGKILL after 10 s."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -169,11 +170,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
             log_path = Path(log.name)
             process = start_server(uri, args.host, args.port, log)
-        stopping: list[int] = []
+        stopping: list[float] = []
 
         def on_signal(signum: int, frame: Any) -> None:
-            stopping.append(signum)
-            stop(process)
+            # Only a signal here: waiting on the server inside a handler would deadlock the wait
+            # the main loop is in.
+            if not stopping and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+            stopping.append(time.monotonic())
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
@@ -182,11 +186,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"gdexp-ui: MLflow's UI for {masked(uri)} on {base} (Ctrl-C stops it)", flush=True)
             for line in links(base, args.experiment, *found):
                 print(line, flush=True)
-            process.wait()
+            while process.poll() is None:
+                if stopping and time.monotonic() - stopping[0] > 10:
+                    os.killpg(process.pid, signal.SIGKILL)  # the server's graceful end took too long
+                time.sleep(0.2)
         except UIError:
-            if stopping:
-                return
-            raise
+            if not stopping:
+                raise
         finally:
             stop(process)
         if not stopping:

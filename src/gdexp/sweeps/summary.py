@@ -29,7 +29,8 @@ def sweep_params(overrides: list[str]) -> dict[str, str]:
     for o in parsed:
         key = o.get_key_element().lstrip("+~")
         if o.is_sweep_override() and o.is_discrete_sweep():
-            out[key] = ",".join(o.sweep_string_iterator())
+            texts = zip(o.sweep_iterator(), o.sweep_string_iterator())
+            out[key] = ",".join(str(v).lower() if isinstance(v, bool) else text for v, text in texts)
         else:
             out[key] = o.get_value_element_as_str()
     return {k: v[:6000] for k, v in out.items() if k != "tracking.uri"}

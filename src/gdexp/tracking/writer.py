@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -173,13 +174,24 @@ class Writer:
             self.failure = self.failure or failure or error
 
     def _log_dataset(self, run_id: str, spec: p.DatasetSpec | None) -> None:
+        """The run's dataset input. Never fails the run: MLflow inserts a dataset it has not seen
+        after looking for it, so two processes logging the same new dataset at once may collide
+        (a unique-key error); a second try finds it. A lasting failure is reported as a warning."""
         if spec is None:
             return
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         dataset = Dataset(spec.name, spec.digest, spec.source_type, spec.source, spec.schema, spec.profile)
         context = InputTag(key="mlflow.data.context", value="training")
-        retrying(self.client.log_inputs, run_id, [DatasetInput(dataset, tags=[context])])
+        for attempt in range(4):
+            try:
+                retrying(self.client.log_inputs, run_id, [DatasetInput(dataset, tags=[context])])
+                return
+            except Exception as err:
+                if attempt == 3:
+                    self.failure = self.failure or f"dataset input: {type(err).__name__}: {first_line(err)}"
+                    return
+                time.sleep(0.1 * (attempt + 1))
 
     def _end_failed(self, run_id: str) -> None:
         try:

@@ -1,0 +1,253 @@
+"""What a new user runs and opens, for real: ``gdexp-ui`` in headless Chromium, the quickstart
+notebook on a Jupyter kernel, the set-up on a machine with only ``python3``, and the terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import browser
+import pytest
+from conftest import REPO, SEEDS, gdexp
+from servers import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def ui_lines(process: subprocess.Popen, until: str, timeout: float = 180) -> list[str]:
+    """``gdexp-ui``'s output lines up to the one containing ``until``."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"gdexp-ui ended ({process.wait()}): {''.join(lines)}{process.stderr.read()}")
+        lines.append(line.rstrip("\n"))
+        if until in line:
+            return lines
+    raise AssertionError(f"no {until!r} from gdexp-ui in {timeout} s: {lines}")
+
+
+def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
+    why = browser.available()
+    if why:
+        pytest.skip(why)
+    sweep = gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.1", "bias=true,false", "epochs=40"], tmp_path, cli_env)
+    assert sweep.returncode == 0, sweep.stderr
+    parent = re.search(r"MLflow parent run ([0-9a-f]{32})", sweep.stdout).group(1)
+    best = re.search(r"^\s+(lr=\S+)\s+converged\s+\S+\s+\S+\s+([0-9a-f]{32})$", sweep.stdout, re.M)
+
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = ui_lines(ui, "latest sweep")
+        base = f"http://127.0.0.1:{port}"
+        assert lines[0] == f"gdexp-ui: MLflow's UI for sqlite:///{tmp_path / 'mlflow.db'} on {base} (Ctrl-C stops it)"
+        runs_link = re.search(r"runs of experiment gdexp: (\S+)", lines[1]).group(1)
+        sweep_link = re.search(r"latest sweep \(sweep .*\): (\S+)", lines[2]).group(1)
+        assert runs_link == f"{base}/#/experiments/1/runs?workflowType=machine_learning"
+        assert sweep_link == f"{base}/#/experiments/1/runs/{parent}?workflowType=machine_learning"
+
+        with browser.Browser() as page:  # a fresh profile: nothing remembered, the link alone decides
+            page.open(runs_link)
+            text = page.wait_for("Run Name", "sweep lr=0.01,0.1 bias=true,false epochs=40", "Model training")
+            assert "Traces" not in text.split("Run Name")[1][:200]  # the run list, not the GenAI overview
+            page.open(sweep_link)
+            names = [f"lr={lr},bias={b},epochs=40" for lr in ("0.01", "0.1") for b in ("true", "false")]
+            text = page.wait_for("Child runs", "A sweep of 4 runs over lr (0.01, 0.1) x bias (true, false)", *names)
+            assert "runs_converged" in text and "best_final_loss" in text
+            page.open(f"{base}/#/experiments/1/runs/{best.group(2)}?workflowType=machine_learning")
+            text = page.wait_for("Description", "Datasets", "Converged at epoch")
+            assert re.search(r"sgd at lr 0\.1 with(out)? a bias on `?line`? \(4 samples\)", text)
+            assert re.search(r"line \([0-9a-f]{8}\)", text)  # the dataset input, with its digest
+    finally:
+        ui.send_signal(signal.SIGINT)
+        out, err = ui.communicate(timeout=60)
+    assert ui.returncode == 0, err
+    assert out.strip().endswith("gdexp-ui: stopped")
+    with socket.socket() as s:  # the server went with it
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_gdexp_ui_says_what_is_wrong_in_one_line(tmp_path, cli_env):
+    (tmp_path / "sub").mkdir()
+    env = {k: v for k, v in cli_env.items() if k != "MLFLOW_TRACKING_URI"}
+    nothing = gdexp([], tmp_path / "sub", env, module="gdexp.ui")
+    assert nothing.returncode == 2 and nothing.stdout == ""
+    assert nothing.stderr.startswith(f"gdexp-ui: error: --tracking-uri=sqlite:///{tmp_path / 'sub' / 'mlflow.db'}: ")
+    assert "no MLflow store there yet" in nothing.stderr and nothing.stderr.count("\n") == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = gdexp(["--port", str(port)], tmp_path, cli_env, module="gdexp.ui")
+    in_use = f"--port={port}: 127.0.0.1:{port} is in use; allowed: a free port (--port 5001)"
+    assert taken.returncode == 2 and taken.stderr == f"gdexp-ui: error: {in_use}\n"
+    bad = gdexp(["--port", "99999"], tmp_path, cli_env, module="gdexp.ui")
+    allowed = "--port=99999; allowed: an integer from 1 to 65535"
+    assert bad.returncode == 2 and bad.stderr == f"gdexp-ui: error: argument --port: {allowed}\n"
+
+
+def test_the_quickstart_notebook_runs_on_a_real_kernel(tmp_path, cli_env, monkeypatch):
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cli_env["MLFLOW_TRACKING_URI"])
+    nb = nbformat.read(REPO / "docs" / "quickstart.ipynb", as_version=4)
+    where = {"metadata": {"path": str(tmp_path)}}
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources=where)
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    (seed,) = SEEDS.glob("004_*.txt")
+    table = [line for line in seed.read_text().splitlines() if line.startswith("epoch ")][:20]
+    expected = ["Prediction before training: f(5) = 0.000", *table, "Prediction after training: f(5) = 9.612"]
+    assert "\n".join(expected) in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # the seed's curve, the NumPy against PyTorch curves, the sweep's curves
+    assert "lr=-1.0; allowed: a finite number > 0" in text
+    assert (tmp_path / "mlflow.db").is_file() and list((tmp_path / "outputs").iterdir())
+
+
+def test_set_up_on_a_stock_machine_makes_its_own_venv(tmp_path):
+    """Where only Debian's python3 is on PATH and pip is externally managed (PEP 668), the README's
+    first command still works: setup.sh makes .venv and runs the command in it."""
+    system = Path("/usr/bin/python3")
+    if not system.is_file():
+        pytest.skip("no /usr/bin/python3: this machine has no system Python to stand for a stock one")
+    copy = tmp_path / "gdexp"
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        ["bash", "scripts/setup.sh", "--", "python", "-m", "gdexp.run", "epochs=5", "engine=numpy"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "making the virtual environment .venv" in done.stderr
+    assert done.stdout.rstrip().endswith("Prediction after training: f(5) = 5.563")
+    assert (copy / ".venv" / "bin" / "gdexp-run").is_file() and (copy / "mlflow.db").is_file()
+    # The system Python was left alone.
+    assert subprocess.run([str(system), "-c", "import gdexp"], capture_output=True).returncode != 0
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+def test_seed_004_from_the_command_line_prints_the_notebooks_table(tmp_path, cli_env):
+    done = gdexp(["+experiment=seed_004"], tmp_path, cli_env)
+    assert done.returncode == 0, done.stderr
+    (seed,) = SEEDS.glob("004_*.txt")
+    table = [line for line in seed.read_text().splitlines() if line.startswith("epoch ")][:20]
+    assert done.stdout.splitlines()[-22:] == [
+        "Prediction before training: f(5) = 0.000",
+        *table,
+        "Prediction after training: f(5) = 9.612",
+    ]
+    assert done.stderr == ""
+
+
+def test_help_describes_gdexp_and_offers_no_schema(tmp_path, cli_env):
+    from gdexp.config import group_options
+
+    done = gdexp(["--help"], tmp_path, cli_env)
+    assert done.returncode == 0 and done.stdout.startswith("gdexp: gradient descent on linear models")
+    assert "schema" not in done.stdout.split("The configuration with these overrides")[0]
+    groups = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ") and line.split()}
+    for group in ("optimizer", "data", "experiment"):
+        listed = re.findall(r"[a-z_0-9]+", groups[group].split(None, 1)[1].split("(")[0].replace("+experiment=", ""))
+        assert listed == group_options(group)
+    assert "python -m gdexp.run -m lr=0.01,0.1 optimizer=sgd,adam" in done.stdout
+
+
+def test_lightning_says_nothing_about_srun_where_slurm_is_installed(tmp_path, cli_env):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    env = dict(cli_env, PATH=f"{fake}:{cli_env['PATH']}")
+    done = gdexp(["-m", "lr=0.01,0.1", "epochs=5"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    assert "srun" not in done.stdout + done.stderr
+    assert "warn" not in done.stderr.lower()
+
+
+def _on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
+    """What ``python -m gdexp.run ARGS`` writes on a pseudo-terminal."""
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.run", *args], cwd=cwd, env=env, stdin=child, stdout=child, stderr=child
+    )
+    os.close(child)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(main, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    process.wait(30)
+    os.close(main)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_and_not_in_a_log(tmp_path, cli_env):
+    env = dict(cli_env, COLUMNS="120")
+    args = ["engine=autograd", "epochs=20000", "tracking.enabled=false", "tracking.flush_seconds=0.2"]
+    shown = _on_a_terminal(args, tmp_path, env)
+    assert re.search(r"\d+/20000 \[", shown), shown[-2000:]
+    assert "Prediction after training" in shown
+    logged = gdexp(args, tmp_path, cli_env)
+    assert logged.returncode == 0 and "/20000 [" not in logged.stdout + logged.stderr
+    batched = ["-m", "hydra/launcher=batched", "lr=0.01,0.02", "epochs=20000", "tracking.enabled=false"]
+    assert re.search(r"\d+/20000 \[", _on_a_terminal(batched, tmp_path, env))
+    logged = gdexp(batched, tmp_path, cli_env)
+    assert logged.returncode == 0 and "/20000 [" not in logged.stdout + logged.stderr
+
+
+@pytest.mark.parametrize("keys", [["lr=-1"], ["optimizer=foo"], ["epochs=0"], ["data=csv"], ["bias=maybe"]])
+def test_the_api_and_the_command_say_the_same_line(keys, tmp_path, cli_env, monkeypatch):
+    import gdexp as api
+
+    done = gdexp(keys, tmp_path, cli_env)
+    monkeypatch.chdir(tmp_path)
+    key, value = keys[0].split("=")
+    with pytest.raises(api.ConfigError) as raised:
+        api.train(**{key: value})
+    assert done.returncode == 2 and done.stderr == f"gdexp: error: {raised.value}\n"

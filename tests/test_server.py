@@ -166,3 +166,25 @@ def test_processes_logging_the_same_new_dataset_at_once_all_get_it(postgres, tmp
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id], max_results=1000)
     assert len(runs) == 80 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+
+
+def test_a_study_on_a_postgres_store_keeps_its_trials_in_the_same_database(postgres, tmp_path, cli_env):
+    """Optuna's tables (and its own alembic_version) go to schema ``optuna`` of the store's database,
+    beside MLflow's, which keeps working."""
+    name = f"study_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    psql = ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "-tA"]
+    subprocess.run([*psql, "-c", f"create database {name}"], check=True, capture_output=True)
+    uri = postgres.uri.rsplit("/", 1)[0] + f"/{name}"
+    args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args += ["lr=interval(0.01,0.1)", "epochs=50", f"tracking.uri={uri}"]
+    for _ in range(2):  # the second finds the study done
+        done = gdexp(args, tmp_path, cli_env)
+        assert done.returncode == 0, done.stderr
+    assert "4 of 4 trials done" in done.stdout and not (tmp_path / "optuna.db").exists()
+    count = subprocess.run(
+        [*psql, "-d", name, "-c", "select count(*) from optuna.trials"], capture_output=True, text=True
+    )
+    assert count.stdout.strip() == "4"
+    runs = all_runs(uri)
+    assert len([r for r in runs if "gdexp.trial" in r.data.tags]) == 4
+    assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1

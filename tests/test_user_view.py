@@ -284,7 +284,7 @@ def test_a_bad_sweep_raises_before_any_run(keys, line, here):
 
 
 def test_values_are_written_in_hydras_grammar():
-    from gdexp.api import value_text
+    from gdexp.sweeps.overrides import value_text
 
     assert [value_text(v) for v in (None, True, 3, 0.1, 1e-05, "adam", [1, 2.5])] == [
         "null",

@@ -11,8 +11,6 @@ of calls in one kernel.
 from __future__ import annotations
 
 import datetime as _dt
-import math
-import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from gdexp.job import run_job
 from gdexp.outcome import Outcome
 from gdexp.sweeps.callback import SweepAborted
 from gdexp.sweeps.interrupt import ACTIVE, close_sweeps
+from gdexp.sweeps.overrides import value_text
 from gdexp.task import hydra_task
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo
@@ -41,35 +40,9 @@ from gdexp.tracking.store import resolve_uri
 from gdexp.training.history import RunInterrupted
 
 LAUNCHERS = ("basic", "batched", "joblib", "slurm", "submitit_local")
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:+\-]+$")
 
 
 # --------------------------------------------------------------------------- overrides
-
-
-def value_text(value: Any) -> str:
-    """A Python value in Hydra's override grammar."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str):
-        if _PLAIN.match(value) and value not in ("null", "true", "false"):
-            return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{k}:{value_text(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple, range)):
-        return "[" + ",".join(value_text(v) for v in value) + "]"
-    raise ConfigError.said(f"{value!r}: allowed: a number, a string, a bool, None, or a list of them")
 
 
 def _key_overrides(keys: Mapping[str, Any], sweep: bool) -> list[str]:

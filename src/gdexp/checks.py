@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import sys
 import typing
 from enum import Enum
@@ -160,6 +161,13 @@ def one_line(err: BaseException, overrides: list[str] | None = None) -> str:
         key = text.split("'")[1] if "'" in text else "?"
         return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
     if isinstance(err, OverrideParseException):
+        said = re.search(
+            r"Error parsing override '(.*?)' (?:\w+ while evaluating '.*?': )?(.*?)(?: See https://\S+ for details)?$",
+            text,
+        )
+        if said:
+            grammar = "Hydra's override grammar (hydra.cc/docs/advanced/override_grammar/basic)"
+            return f"{said.group(1)}: {said.group(2)}; allowed: {grammar}"
         return f"override: {text}"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

@@ -89,6 +89,7 @@ class Job:
         launch_dir: Path,
         sweep: SweepInfo | None = None,
         data: Dataset | None = None,
+        job_num: int | None = None,
     ) -> Job:
         """Check ``cfg`` and load its data (or take ``data``, already loaded and checked for a
         population's members, whose configs are checked by their group)."""
@@ -107,7 +108,7 @@ class Job:
             data=data,
             points=points,
             name=run_name(overrides),
-            tags=run_tags(plain, overrides, output_dir, parent),
+            tags={**run_tags(plain, overrides, output_dir, parent), **(sweep.trial_tags(job_num) if sweep else {})},
             params=flatten(plain),
             config_yaml=config_yaml(plain),
             uri=resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None,
@@ -150,8 +151,11 @@ class Job:
         predictions before and after, its status, and the metric rows that record them (summary
         and predictions before at step 0, predictions after at the last step)."""
         bias = bool(self.cfg.bias)
+        c = self.cfg
+        opt = c.optimizer
+        plain = opt.name == "sgd" and not opt.get("momentum") and not opt.get("weight_decay") and c.batch_size is None
         summary = summarize(
-            Finished(history, self.data, bias, self.cfg.loss_reduction.value, self.cfg.converge_tol, self.points)
+            Finished(history, self.data, bias, c.loss_reduction.value, c.converge_tol, self.points, float(c.lr), plain)
         )
         first, last = (predictions(history.params[i], self.points, self.data, bias).ravel().tolist() for i in (0, -1))
         cols = self.pred_columns
@@ -250,12 +254,15 @@ def run_job(
     launch_dir: Path,
     sweep: SweepInfo | None = None,
     quiet: bool = False,
+    job_num: int | None = None,
 ) -> Outcome | None:
     """Train one configuration with its engine and record it in ``output_dir`` (``run.json``,
     ``history.csv``, ``config.yaml``) and in MLflow unless tracking is off. A single run whose
     store cannot be reached stops before training; a sweep's job trains on and keeps its record
     for ``gdexp.sync``. None when ``tracking.skip_finished`` finds the configuration FINISHED."""
-    job = Job.prepare(cfg, overrides=overrides, output_dir=output_dir, launch_dir=launch_dir, sweep=sweep)
+    job = Job.prepare(
+        cfg, overrides=overrides, output_dir=output_dir, launch_dir=launch_dir, sweep=sweep, job_num=job_num
+    )
     # Starting the writer now lets MLflow's import and the store's opening overlap torch's import.
     tracker = Tracker.get(job.uri, cfg.tracking.experiment) if job.uri else None
 

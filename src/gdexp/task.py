@@ -32,6 +32,7 @@ def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:
             launch_dir=Path(hc.runtime.cwd),
             sweep=read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None,
             quiet=quiet,
+            job_num=int(hc.job.num) if multirun and hc.job.num is not None else None,
         )
     except Exception as err:
         return job_failed(list(hc.overrides.task), err, multirun)

@@ -16,6 +16,7 @@ import pandas as pd
 from gdexp.compare import plots
 from gdexp.compare.runs import artifact_path, histories, select_runs, sweeps
 from gdexp.compare.tables import pivot, render, runs_table, varying_params
+from gdexp.sweeps import search
 from gdexp.tracking.store import log_file, resolve_uri
 
 STYLE = """
@@ -56,6 +57,43 @@ def _swept(parent: pd.Series | None) -> list[str]:
         if "," in value or value.startswith(("range(", "choice(", "glob(")):
             keys.append(f"{key}.name" if key in ("optimizer", "data") else key)
     return keys
+
+
+def _study_sections(parent: pd.Series | None, uri: str | None) -> list[str]:
+    """A study's optimisation history and parameter importances, drawn by Optuna's matplotlib
+    functions from the study's own storage; nothing for a grid."""
+    if parent is None or not isinstance(parent.get("tags.gdexp.study"), str):
+        return []
+    name, storage = parent["tags.gdexp.study"], str(parent.get("tags.gdexp.study_storage", ""))
+    if "***" in storage:  # masked: the store's own database, opened with the report's credentials
+        resolved = resolve_uri(uri, Path.cwd())
+        storage = search.storage_of_store(resolved) if resolved.startswith("postgresql") else ""
+    out = ["<h2>The study</h2>", f"<p class='note'>Optuna study {escape(name)}</p>"]
+    try:
+        import warnings
+
+        import optuna
+        from optuna.visualization import matplotlib as optuna_plots
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=name, storage=storage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            history = optuna_plots.plot_optimization_history(study).figure
+            out.append(f'<img alt="optimisation history" src="{_png(history)}">')
+            if len(study.best_trial.params) > 1:
+                importances = optuna_plots.plot_param_importances(study).figure
+                out.append(f'<img alt="parameter importances" src="{_png(importances)}">')
+            else:
+                out.append("<p class='note'>one searched parameter: its importance is all of it</p>")
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    except Exception as err:  # the storage moved, or the study has no complete trial yet
+        out.append(
+            f"<p class='note'>the study could not be drawn: {escape(type(err).__name__)}: {escape(str(err))}</p>"
+        )
+    return out
 
 
 def build(
@@ -115,6 +153,7 @@ def build(
             f'<img alt="parameters" src="{_png(plots.weights(runs, history, best))}">',
         ]
 
+    sections += _study_sections(parent, uri)
     page = (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{escape(title)}</title>"
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from gdexp.checks import one_line
 from gdexp.config import ConfigError
 from gdexp.job import check
+from gdexp.sweeps import search
 from gdexp.sweeps.interrupt import ACTIVE
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.sweeps.summary import SweepOutcome, print_sweep_summary, sweep_params
@@ -107,35 +108,55 @@ class SweepCallback(Callback):
         # Launchers pickle Hydra's context, callbacks included: keep no process handles here.
         self.store: tuple[str, str] | None = None
         self.parent: str | None = None
+        self.study: str | None = None  # hydra/sweeper=optuna: the study's name
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             overrides = list(config.hydra.overrides.task)
             configured = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
             every = configured + overrides
-            jobs = preflight(config, every)
+            study = _study(config, every)
+            if study is None:
+                jobs = preflight(config, every)
+            else:  # a search: its fixed values and each end of every axis, checked the same way
+                settings, space, self.study = study
+                preflight(config, [*space.fixed, *search.corners(space)])
+                jobs = settings.n_trials
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             folder.mkdir(parents=True, exist_ok=True)
             ACTIVE.append(folder)
-            record = SweepInfo(overrides=masked_overrides(every), jobs=jobs)
+            record = SweepInfo(overrides=masked_overrides(every), jobs=jobs, study=self.study)
             if config.tracking.enabled:
                 uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
                 self.store = (uri, config.tracking.experiment)
-                tracker = Tracker.get(*self.store)
-                tags = {
-                    **source_tags(),
-                    "gdexp.role": "sweep",
-                    "gdexp.overrides": " ".join(masked_overrides(every)),
-                    "gdexp.sweep_dir": str(folder),
-                    "gdexp.jobs": str(jobs),
-                }
-                name = "sweep " + (" ".join(shown_overrides(every)) or "default")
-                self.parent = tracker.start_run(name, tags, sweep_params(masked_overrides(every)))
+                self.parent = self._open_parent(Tracker.get(*self.store), every, folder, jobs)
                 record.parent_run_id, record.tracking_uri = self.parent, masked(uri)
                 record.experiment = config.tracking.experiment
             record.save(folder)
         except Exception as err:  # Hydra would turn any exception here into a warning, and sweep on
             raise SweepAborted(err) from None
+
+    def _open_parent(self, tracker: Tracker, every: list[str], folder: Path, jobs: int) -> str:
+        """The sweep's parent run; a study's, made once and continued by every later command."""
+        key = search.study_key(self.study) if self.study else None
+        if key:
+            found = tracker.find_runs(f"tags.`gdexp.study_key` = '{key}' and tags.`gdexp.role` = 'sweep'")
+            if found:
+                tracker.reopen_run(found[0])
+                tracker.set_tags(found[0], {"gdexp.sweep_dir": str(folder)})
+                return found[0]
+        tags = {
+            **source_tags(),
+            "gdexp.role": "sweep",
+            "gdexp.overrides": " ".join(masked_overrides(every)),
+            "gdexp.sweep_dir": str(folder),
+            "gdexp.jobs": str(jobs),
+        }
+        if key and self.study:
+            tags.update({"gdexp.study": self.study, "gdexp.study_key": key})
+        kind = "study" if key else "sweep"
+        name = f"{kind} " + (" ".join(shown_overrides(every)) or "default")
+        return tracker.start_run(name, tags, sweep_params(masked_overrides(every)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
@@ -148,17 +169,29 @@ class SweepCallback(Callback):
         if self.store is not None and self.parent is not None:
             tracker = Tracker.get(*self.store)
             try:
-                axes = sweep_params(record.overrides if record else [])
-                best = outcome.best(n=1)
-                tags = {NOTE_TAG: outcome.description(axes)}
-                if best and best[0].mlflow_run_id:
-                    tags["gdexp.best_run"] = best[0].mlflow_run_id
-                tracker.log_metrics(self.parent, [(k, v, 0) for k, v in outcome.metrics().items()])
-                tracker.set_tags(self.parent, tags)
+                if not self.study:  # a study's parent is kept up to date by the study itself
+                    axes = sweep_params(record.overrides if record else [])
+                    best = outcome.best(n=1)
+                    tags = {NOTE_TAG: outcome.description(axes)}
+                    if best and best[0].mlflow_run_id:
+                        tags["gdexp.best_run"] = best[0].mlflow_run_id
+                    tracker.log_metrics(self.parent, [(k, v, 0) for k, v in outcome.metrics().items()])
+                    tracker.set_tags(self.parent, tags)
                 tracker.end_run(self.parent, "FINISHED")
                 link = run_link(ui_base(tracker.uri), tracker.ready(), self.parent)
             except TrackingError as err:
                 print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends the sweep's run")
         local = self.store is None or not self.store[0].startswith(("http://", "https://"))
         experiment = self.store[1] if self.store else None
-        print_sweep_summary(outcome, folder, self.parent, experiment, link, local)
+        if outcome.runs or not self.study:
+            print_sweep_summary(outcome, folder, self.parent, experiment, link, local)
+
+
+def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:
+    """A search's settings, space and study name (``hydra/sweeper=optuna``); None for a grid."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+        return None
+    settings = search.Settings.of(config.hydra.sweeper)
+    space = search.parse_space(every)
+    search.open_study(settings, space, config)  # its storage, sampler and direction, before any run
+    return settings, space, search.study_name(settings, space, str(config.tracking.experiment))

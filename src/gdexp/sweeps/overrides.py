@@ -8,7 +8,11 @@ train it (:mod:`gdexp.sweeps.batched`) composing once per group of jobs instead 
 from __future__ import annotations
 
 import copy
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -20,6 +24,34 @@ from omegaconf import DictConfig
 MEMBER_KEYS = frozenset(
     {"lr", "epochs", "seed", "init", "init_std", "bias", "predict_at", "converge_tol", "diverge_above"}
 )
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:+\-]+$")
+
+
+def value_text(value: Any) -> str:
+    """A Python value in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value not in ("null", "true", "false"):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{value_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple, range)):
+        return "[" + ",".join(value_text(v) for v in value) + "]"
+    raise TypeError(f"{value!r}: allowed: a number, a string, a bool, None, or a list of them")
 
 
 def member_override(override: Override) -> bool:

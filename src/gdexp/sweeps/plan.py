@@ -100,7 +100,13 @@ def populations(
             skipped.append((sweep_job, done))
             continue
         job = Job.prepare(
-            cfg, overrides=sweep_job.overrides, output_dir=folder, launch_dir=launch_dir, sweep=sweep, data=data
+            cfg,
+            overrides=sweep_job.overrides,
+            output_dir=folder,
+            launch_dir=launch_dir,
+            sweep=sweep,
+            data=data,
+            job_num=sweep_job.number,
         )
         members.append(Member(sweep_job, job))
     if lr_linear(base.optimizer):

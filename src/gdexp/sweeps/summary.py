@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -28,12 +29,17 @@ def sweep_params(overrides: list[str]) -> dict[str, str]:
         return out
     for o in parsed:
         key = o.get_key_element().lstrip("+~")
-        if o.is_sweep_override() and o.is_discrete_sweep():
+        if o.is_sweep_override() and o.is_discrete_sweep() and not _search_space(o):
             texts = zip(o.sweep_iterator(), o.sweep_string_iterator())
             out[key] = ",".join(str(v).lower() if isinstance(v, bool) else text for v, text in texts)
-        else:
-            out[key] = o.get_value_element_as_str()
+        else:  # a search space, or a fixed value: as typed
+            out[key] = str(o.input_line).split("=", 1)[1]
     return {k: v[:6000] for k, v in out.items() if k != "tracking.uri"}
+
+
+def _search_space(override: Any) -> bool:
+    """``choice(...)``, as typed for a search, rather than a grid's ``a,b``."""
+    return not getattr(override.value(), "simple_form", True)
 
 
 @dataclass

@@ -117,6 +117,14 @@ class Tracker:
         """The id of a FINISHED run of the experiment with this config hash, if there is one."""
         return self.call(p.FindFinished(config_hash))
 
+    def find_runs(self, filter_string: str) -> list[str]:
+        """The ids of the experiment's runs matching an MLflow filter, newest first."""
+        return self.call(p.FindRuns(filter_string))
+
+    def reopen_run(self, run_id: str) -> None:
+        """RUNNING again: a study's parent run, continued."""
+        self.call(p.ReopenRun(run_id))
+
     def finished_runs(self) -> dict[str, str]:
         """Config hash -> id of a FINISHED run, for every finished run of the experiment."""
         return self.call(p.FinishedRuns())

@@ -90,6 +90,22 @@ class FindFinished(Op):
 
 
 @dataclass(frozen=True)
+class FindRuns(Op):
+    """Answers the ids of the experiment's runs that match an MLflow filter, newest first."""
+
+    answered: ClassVar[bool] = True
+    filter: str
+
+
+@dataclass(frozen=True)
+class ReopenRun(Op):
+    """A run that ended goes on (a study's parent, continued): RUNNING again."""
+
+    answered: ClassVar[bool] = True
+    run_id: str
+
+
+@dataclass(frozen=True)
 class FinishedRuns(Op):
     """Answers config hash -> FINISHED run id for the whole experiment."""
 

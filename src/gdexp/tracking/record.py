@@ -233,6 +233,14 @@ class SweepInfo:
     status: str = "RUNNING"
     host: str = field(default_factory=socket.gethostname)  # the sweep's main process
     pid: int = field(default_factory=os.getpid)
+    study: str | None = None  # hydra/sweeper=optuna: the study's name
+    trials: dict[str, int] = field(default_factory=dict)  # hydra.job.num -> the study's trial number
+
+    def trial_tags(self, job_num: int | None) -> dict[str, str]:
+        """The tags of job ``job_num`` of a study: its trial number and the study's name."""
+        if not self.study or job_num is None or str(job_num) not in self.trials:
+            return {}
+        return {"gdexp.study": self.study, "gdexp.trial": str(self.trials[str(job_num)])}
 
     @classmethod
     def load(cls, path: Path) -> SweepInfo:

@@ -51,6 +51,8 @@ class Writer:
             p.EndRun: self.end_run,
             p.FindFinished: self.find_finished,
             p.FinishedRuns: self.finished_runs,
+            p.FindRuns: self.find_runs,
+            p.ReopenRun: self.reopen_run,
             p.WriteRuns: self.write_runs,
             p.StoreFiles: self.store_files,
         }
@@ -85,6 +87,16 @@ class Writer:
 
     def find_finished(self, op: p.FindFinished) -> str | None:
         return find_finished(self.client, self.experiment_id, op.config_hash)
+
+    def find_runs(self, op: p.FindRuns) -> list[str]:
+        runs = retrying(
+            self.client.search_runs, [self.experiment_id], op.filter, order_by=["attributes.start_time DESC"]
+        )
+        return [r.info.run_id for r in runs]
+
+    def reopen_run(self, op: p.ReopenRun) -> None:
+        retrying(self.client.update_run, op.run_id, status="RUNNING")
+        self.open_runs.add(op.run_id)
 
     def finished_runs(self, op: p.FinishedRuns) -> dict[str, str]:
         return finished_runs(self.client, self.experiment_id)
@@ -217,9 +229,15 @@ def main(fd: int, uri: str, experiment: str) -> None:
     try:
         client, experiment_id = connect(uri, experiment)
     except TrackingError as err:
-        conn.send(p.Ready(error=str(err)))
+        try:
+            conn.send(p.Ready(error=str(err)))
+        except OSError:
+            pass
         return
-    conn.send(p.Ready(experiment_id=experiment_id))
+    try:
+        conn.send(p.Ready(experiment_id=experiment_id))
+    except OSError:  # the main process is gone already (it failed before its first write)
+        return
     drawer()  # Matplotlib's import, while the main process is still importing torch
     Writer(conn, uri, client, experiment_id).serve()
 

@@ -26,13 +26,52 @@ def closed_form(data: Dataset, bias: bool) -> list[float]:
     return out + (solution[data.n_features].tolist() if bias else [])
 
 
-def lr_max_stable(data: Dataset, bias: bool, reduction: str = "mean") -> float:
-    """2 / the largest eigenvalue of the full-batch loss Hessian: plain gradient descent
-    diverges above this learning rate. The MSE Hessian is 2/N A^T A (2 A^T A for the sum)."""
+def hessian_eigenvalues(data: Dataset, bias: bool, reduction: str = "mean") -> np.ndarray:
+    """The full-batch loss Hessian's eigenvalues, ascending (one model target: every target has
+    the same Hessian). The MSE Hessian is 2/N A^T A (2 A^T A for the sum)."""
     A = _design(data.X, bias)
     scale = 2.0 if reduction == "sum" else 2.0 / A.shape[0]
-    largest = float(np.linalg.eigvalsh(scale * A.T @ A)[-1])
+    return np.clip(np.linalg.eigvalsh(scale * A.T @ A), 0.0, None)
+
+
+def lr_max_stable(data: Dataset, bias: bool, reduction: str = "mean") -> float:
+    """2 / the largest eigenvalue of the full-batch loss Hessian: plain gradient descent
+    diverges above this learning rate."""
+    largest = float(hessian_eigenvalues(data, bias, reduction)[-1])
     return 2.0 / largest if largest > 0 else math.inf
+
+
+def lr_optimal(data: Dataset, bias: bool, reduction: str = "mean") -> float:
+    """2 / (largest + smallest eigenvalue): the fixed step of plain gradient descent whose slowest
+    direction contracts fastest (every direction then contracts by (k - 1) / (k + 1), k the
+    condition number)."""
+    eig = hessian_eigenvalues(data, bias, reduction)
+    total = float(eig[-1] + eig[0])
+    return 2.0 / total if total > 0 else math.inf
+
+
+def predicted_contraction(data: Dataset, bias: bool, reduction: str, lr: float) -> float:
+    """How much plain gradient descent at ``lr`` shrinks the distance to the optimum per epoch, at
+    worst: max |1 - lr * eigenvalue| (above 1: it diverges)."""
+    eig = hessian_eigenvalues(data, bias, reduction)
+    return float(np.max(np.abs(1.0 - lr * eig)))
+
+
+def observed_contraction(params: list[list[float]], optimum: list[float]) -> float | None:
+    """The distance to the optimum's shrink per epoch that the run showed: the geometric mean over
+    the second half of the epochs before the distance fell below 1e-4 of its start (after that,
+    float rounding sets it); None when the run started at the optimum or ran no epoch."""
+    distances = np.linalg.norm(np.asarray(params, np.float64) - np.asarray(optimum, np.float64), axis=1)
+    finite = np.flatnonzero(np.isfinite(distances))
+    last = int(finite[-1]) if len(finite) else 0
+    if last < 1 or distances[0] <= 0:
+        return None
+    close = np.flatnonzero(distances[1 : last + 1] <= 1e-4 * distances[0])
+    end = int(close[0]) + 1 if len(close) else last
+    start = end // 2
+    if distances[start] <= 0:
+        return None
+    return float((distances[end] / distances[start]) ** (1.0 / (end - start)))
 
 
 def unflatten(row, data: Dataset, bias: bool) -> tuple[np.ndarray, np.ndarray]:

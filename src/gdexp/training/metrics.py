@@ -13,12 +13,14 @@ A metric returns a number, ``None`` (absent for this run), or a dict of several 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from gdexp.training import analysis
 from gdexp.training.analysis import closed_form, lr_max_stable, mse, star_name
 from gdexp.training.data import Dataset
 from gdexp.training.history import History
@@ -36,6 +38,8 @@ class Finished:
     reduction: str
     converge_tol: float
     points: list[list[float]]
+    lr: float = math.nan
+    plain_gd: bool = False  # full-batch SGD without momentum or weight decay: the step theory predicts
 
     @property
     def final(self) -> list[float]:
@@ -128,3 +132,23 @@ def optimum(run: Finished) -> dict[str, float]:
 def dist_to_opt(run: Finished) -> float:
     """The distance of the final parameters from the optimum."""
     return float(np.linalg.norm(np.asarray(run.final, np.float64) - np.asarray(run.optimum)))
+
+
+@metric("lr_optimal", table=False)
+def fastest_step(run: Finished) -> float:
+    """2 / (largest + smallest Hessian eigenvalue): the fastest fixed step of plain gradient descent."""
+    return analysis.lr_optimal(run.data, run.bias, run.reduction)
+
+
+@metric(table=False)
+def contraction(run: Finished) -> dict[str, float]:
+    """``contraction_observed``: the distance to the optimum's shrink per epoch in this run;
+    ``contraction_predicted``: what theory says plain gradient descent at this lr does (only for
+    plain full-batch SGD, where the theory holds)."""
+    out = {}
+    if run.plain_gd and math.isfinite(run.lr):
+        out["contraction_predicted"] = analysis.predicted_contraction(run.data, run.bias, run.reduction, run.lr)
+    observed = analysis.observed_contraction(run.history.params, run.optimum)
+    if observed is not None and math.isfinite(observed):
+        out["contraction_observed"] = observed
+    return out

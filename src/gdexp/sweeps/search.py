@@ -1,0 +1,369 @@
+"""Search: ``hydra/sweeper=optuna``, an Optuna study whose trials are gdexp jobs.
+
+The search space is written in Hydra's override grammar: ``interval(a,b)`` (``tag(log, ...)`` for a
+log scale) is a float, ``range(a,b,step)`` an integer (or a float with a float step), ``choice(...)``
+or ``a,b,c`` a category; any other value is fixed. The sweeper asks the study for ``n_jobs`` trials
+at a time and hands them to the selected launcher as one batch (the batched launcher trains them as
+one population), then tells the study each trial's summary metric. A diverged or failed run is a
+FAILED trial, not a number. The study lives in an Optuna storage beside the MLflow store, so the
+same command again continues it: ``n_trials`` is the study's total, counted over the trials that
+ended by themselves (complete, or failed by divergence); trials cut short by an interrupt are
+FAILED and asked again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from omegaconf import DictConfig
+
+from gdexp.config import ConfigError
+from gdexp.sweeps.overrides import value_text
+from gdexp.tracking.store import masked, resolve_uri
+
+SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
+DIRECTIONS = ("minimize", "maximize")
+# How a FAILED trial ended: these count toward n_trials (the study learnt something); an
+# interrupted one does not, and is asked again.
+COUNTED_FAILURES = ("diverged", "failed")
+OUTCOME = "gdexp.outcome"
+
+
+class SearchError(ConfigError):
+    """A bad search space or sweeper setting: one line, before any trial."""
+
+
+@dataclass
+class Space:
+    """The study's search space and the overrides every trial shares."""
+
+    distributions: dict[str, Any] = field(default_factory=dict)  # key -> optuna distribution
+    fixed: list[str] = field(default_factory=list)
+    written: dict[str, str] = field(default_factory=dict)  # key -> the space as typed, for the parent run
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        """A trial's overrides: the fixed ones, then its sampled values in Hydra's grammar."""
+        return [*self.fixed, *(f"{key}={value_text(params[key])}" for key in self.distributions)]
+
+
+def parse_space(arguments: list[str]) -> Space:
+    """The search space of ``arguments`` (the command line's overrides and ``hydra.sweeper.params``)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    parser = OverridesParser.create()
+    space = Space()
+    for text in arguments:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except Exception as err:
+            problem = " ".join(str(err).split()).split("ValueError while evaluating")[-1].strip(" ':")
+            raise SearchError.said(f"{text}: {problem}; allowed: {_ALLOWED}") from None
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            space.fixed.append(text)
+            continue
+        sweep = override.value()
+        log = "log" in getattr(sweep, "tags", set())
+        if isinstance(sweep, IntervalSweep):
+            low, high = float(sweep.start or 0.0), float(sweep.end or 0.0)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise SearchError.said(f"{text}: an empty interval; allowed: interval(low, high) with low < high")
+            if log and low <= 0:
+                raise SearchError.said(
+                    f"{text}: a log scale from {low:g}; allowed: tag(log, interval(low, high)) with low > 0"
+                )
+            space.distributions[key] = FloatDistribution(low, high, log=log)
+        elif isinstance(sweep, RangeSweep):
+            values = list(sweep.range())
+            if not values:
+                raise SearchError.said(f"{text}: an empty range; allowed: range(start, stop, step) with values in it")
+            if all(isinstance(v, int) for v in values) and isinstance(sweep.step, int):
+                if log and values[0] <= 0:
+                    raise SearchError.said(f"{text}: a log scale from {values[0]}; allowed: values > 0")
+                space.distributions[key] = IntDistribution(
+                    values[0], values[-1], log=log, step=1 if log else sweep.step
+                )
+            else:
+                space.distributions[key] = FloatDistribution(values[0], values[-1], step=float(sweep.step))
+        elif isinstance(sweep, ChoiceSweep):
+            space.distributions[key] = CategoricalDistribution([c for c in sweep.list])  # type: ignore[misc]
+        else:
+            raise SearchError.said(f"{text}: not a search space; allowed: {_ALLOWED}")
+        space.written[key] = text.split("=", 1)[1]
+    if not space.distributions:
+        raise SearchError.said(
+            f"hydra/sweeper=optuna: no search space in {' '.join(arguments) or 'the command'}; allowed: {_ALLOWED}"
+        )
+    return space
+
+
+_ALLOWED = "interval(low,high), tag(log,interval(low,high)), range(start,stop,step), choice(a,b,...) or a,b,..."
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    """``hydra.sweeper.*``, checked."""
+
+    n_trials: int
+    n_jobs: int
+    objective: str
+    direction: str
+    sampler: str
+    seed: int | None
+    study_name: str | None
+    storage: str | None
+
+    @classmethod
+    def of(cls, sweeper: DictConfig) -> Settings:
+        from gdexp.training.metrics import METRICS
+
+        s = cls(
+            sweeper.n_trials,
+            sweeper.n_jobs,
+            str(sweeper.objective),
+            str(sweeper.direction),
+            str(sweeper.sampler),
+            sweeper.seed,
+            sweeper.study_name,
+            sweeper.storage,
+        )
+        for key, value in (("n_trials", s.n_trials), ("n_jobs", s.n_jobs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SearchError(f"hydra.sweeper.{key}", value, "an integer >= 1")
+        names = sorted({n for m in METRICS for n in _metric_names(m.name)})
+        if s.objective not in names:
+            raise SearchError("hydra.sweeper.objective", s.objective, "a summary metric: " + ", ".join(names))
+        if s.direction not in DIRECTIONS:
+            raise SearchError("hydra.sweeper.direction", s.direction, ", ".join(DIRECTIONS))
+        if s.sampler not in SAMPLERS:
+            raise SearchError("hydra.sweeper.sampler", s.sampler, ", ".join(SAMPLERS))
+        if s.seed is not None and (not isinstance(s.seed, int) or not 0 <= s.seed < 2**32):
+            raise SearchError("hydra.sweeper.seed", s.seed, "null or an integer from 0 to 4294967295")
+        return s
+
+
+def _metric_names(name: str) -> list[str]:
+    """The summary metrics a registered metric logs (``optimum`` logs ``w_star``, ``b_star``, ...)."""
+    spread = {
+        "optimum": ["w_star", "b_star"],
+        "contraction": ["contraction_observed", "contraction_predicted"],
+    }
+    return spread.get(name, [name])
+
+
+def study_name(settings: Settings, space: Space, experiment: str) -> str:
+    """The study's name: given, or derived from the sweep's fixed overrides, what it optimises and
+    the experiment, so the same command finds the same study again."""
+    if settings.study_name:
+        return str(settings.study_name)
+    fixed = " ".join(sorted(o for o in space.fixed if not o.lstrip("+~").startswith(("tracking.", "hydra"))))
+    return f"{experiment}: {fixed or 'default'} | {settings.direction} {settings.objective}"
+
+
+def study_key(name: str) -> str:
+    """The study's name as a tag value any MLflow filter can quote."""
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def corners(space: Space) -> list[str]:
+    """Overrides that give each axis its ends (every choice of a category): a grid the sweep's
+    preflight composes and checks, so a space reaching a bad value fails before any trial."""
+    out = []
+    for key, dist in space.distributions.items():
+        values = list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
+        out.append(f"{key}=" + ",".join(value_text(v) for v in values))
+    return out
+
+
+def storage_url(settings: Settings, config: DictConfig) -> str:
+    """Where the study lives: ``hydra.sweeper.storage``, else beside the MLflow store (a SQLite file
+    next to ``mlflow.db``; the same PostgreSQL database, in its own schema ``optuna``, when the
+    store is one), else ``optuna.db`` in the launch directory."""
+    if settings.storage:
+        return str(settings.storage)
+    launch = Path(config.hydra.runtime.cwd)
+    uri = resolve_uri(config.tracking.uri, launch) if config.tracking.enabled else ""
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).parent / 'optuna.db'}"
+    if uri.startswith("postgresql"):
+        return storage_of_store(uri)
+    return f"sqlite:///{launch / 'optuna.db'}"
+
+
+def storage_of_store(uri: str) -> str:
+    """The study storage inside a PostgreSQL tracking store: the same database, schema ``optuna``."""
+    return _postgres_schema(uri, "optuna")
+
+
+def _postgres_schema(uri: str, schema: str) -> str:
+    """``uri`` with its own schema: Optuna's tables, and its ``alembic_version``, apart from MLflow's."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+    joiner = "&" if "?" in uri else "?"
+    return f"{uri}{joiner}options=-csearch_path%3D{schema}"
+
+
+def make_sampler(settings: Settings, space: Space) -> Any:
+    import optuna
+
+    seed = settings.seed
+    if settings.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if settings.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if settings.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=seed is not None)
+    grid: dict[str, list[Any]] = {}
+    for key, dist in space.distributions.items():
+        if hasattr(dist, "choices"):
+            grid[key] = list(dist.choices)
+        elif getattr(dist, "step", None):
+            n = int(round((dist.high - dist.low) / dist.step)) + 1
+            grid[key] = [dist.low + i * dist.step for i in range(n)]
+        else:
+            raise SearchError(
+                "hydra.sweeper.sampler", "grid", "tpe, random, gp or qmc for a continuous interval", f"{key} is one"
+            )
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def open_study(settings: Settings, space: Space, config: DictConfig) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage_url(settings, config)
+    sampler = make_sampler(settings, space)
+    try:
+        study = optuna.create_study(
+            study_name=study_name(settings, space, str(config.tracking.experiment)),
+            storage=storage,
+            sampler=sampler,
+            direction=settings.direction,  # type: ignore[arg-type]
+            load_if_exists=True,
+        )
+    except ValueError as err:  # an existing study of that name optimises the other way
+        raise SearchError(
+            "hydra.sweeper.direction", settings.direction, "the study's own direction", str(err)
+        ) from None
+    except Exception as err:
+        problem = " ".join(str(err).split())[:300]
+        raise SearchError(
+            "hydra.sweeper.storage", masked(storage), "an Optuna storage URL it can open", problem
+        ) from None
+    study.set_user_attr("gdexp.objective", settings.objective)
+    return study
+
+
+def counted(study: Any) -> int:
+    """The trials that count toward ``n_trials``: complete, pruned, or failed by the run itself."""
+    from optuna.trial import TrialState
+
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.user_attrs.get(OUTCOME) in COUNTED_FAILURES)
+    )
+
+
+def fail_abandoned(study: Any) -> int:
+    """Trials left RUNNING by a process that is gone (a kill -9): FAILED, to be asked again."""
+    from optuna.trial import TrialState
+
+    from gdexp.tracking.record import process_gone
+
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("gdexp.host", ""), int(t.user_attrs.get("gdexp.pid", 0))
+        if process_gone(host, pid):
+            study._storage.set_trial_user_attr(t._trial_id, OUTCOME, "interrupted")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def ask(study: Any, space: Space) -> Any:
+    trial = study.ask(space.distributions)
+    trial.set_user_attr("gdexp.host", socket.gethostname())
+    trial.set_user_attr("gdexp.pid", os.getpid())
+    return trial
+
+
+def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -> str:
+    """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
+    from optuna.trial import TrialState
+
+    status = (value or {}).get("status", "failed")
+    number = (value or {}).get(objective)
+    if value and value.get("run_id"):
+        trial.set_user_attr("gdexp.run_id", value["run_id"])
+    if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
+        study.tell(trial, float(number))
+        return "complete"
+    outcome = (
+        status if status in COUNTED_FAILURES else ("failed" if status in ("converged", "max_epochs") else "interrupted")
+    )
+    trial.set_user_attr(OUTCOME, outcome)
+    study.tell(trial, state=TrialState.FAIL)
+    return outcome
+
+
+def interrupted(study: Any, trials: list[Any]) -> None:
+    """The batch's trials that were still open when the command was interrupted: FAILED."""
+    from optuna.trial import TrialState
+
+    for trial in trials:
+        try:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                trial.set_user_attr(OUTCOME, "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+        except Exception:
+            pass
+
+
+def best(study: Any) -> Any | None:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study.best_trial if done else None
+
+
+def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
+    """The parent run's view of the study so far: metrics (``best_<objective>`` and each numeric
+    best param, at step = trials counted) and tags (the best trial, its params, its run)."""
+    trial = best(study)
+    if trial is None:
+        return [("trials", float(done), done)], {}
+    rows = [(f"best_{objective}", float(trial.value), done), ("trials", float(done), done)]
+    rows += [(f"best.{k}", float(v), done) for k, v in trial.params.items() if isinstance(v, (int, float))]
+    tags = {
+        "gdexp.best_trial": str(trial.number),
+        "gdexp.best_params": json.dumps(trial.params, sort_keys=True),
+    }
+    if trial.user_attrs.get("gdexp.run_id"):
+        tags["gdexp.best_run"] = str(trial.user_attrs["gdexp.run_id"])
+    return rows, tags

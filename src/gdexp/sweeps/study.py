@@ -1,0 +1,118 @@
+"""The search loop of ``hydra/sweeper=optuna``: ask a batch of trials, launch them as jobs through
+the selected launcher, tell the study how each ended, keep the parent run up to date; until the
+study has ``n_trials`` trials that ended by themselves."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gdexp.failures import note_failures
+from gdexp.sweeps import search
+from gdexp.tracking.client import Tracker
+from gdexp.tracking.describe import NOTE_TAG
+from gdexp.tracking.record import read_sweep, sweep_dir
+from gdexp.tracking.store import TrackingError, masked, resolve_uri
+
+
+def _parent(config: Any, folder: Path) -> tuple[Tracker | None, str | None]:
+    record = read_sweep(folder)
+    if not config.tracking.enabled or record is None or not record.parent_run_id:
+        return None, None
+    uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
+    return Tracker.get(uri, str(config.tracking.experiment)), record.parent_run_id
+
+
+def _say_best(study: Any, objective: str) -> str:
+    trial = search.best(study)
+    if trial is None:
+        return "no complete trial yet"
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    return f"best {objective} {trial.value:.4g} at {shown} (trial {trial.number})"
+
+
+def _description(study: Any, space: search.Space, settings: search.Settings) -> str:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    diverged = sum(t.user_attrs.get(search.OUTCOME) == "diverged" for t in trials)
+    axes = ", ".join(f"{k} in {v}" for k, v in space.written.items())
+    text = (
+        f"An Optuna study ({settings.sampler}, {settings.direction} {settings.objective}) over {axes}: "
+        f"{complete} complete trials, {diverged} diverged, of {settings.n_trials}."
+    )
+    trial = search.best(study)
+    if trial is not None:
+        run = trial.user_attrs.get("gdexp.run_id")
+        text += f" The {_say_best(study, settings.objective)}" + (f", run {run}." if run else ".")
+    return text
+
+
+def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
+    """The sweeper's ``sweep``: every batch's ``JobReturn`` lists, in order."""
+    config = sweeper.config
+    settings = search.Settings.of(config.hydra.sweeper)
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    space = search.parse_space(params + list(arguments))
+    study = search.open_study(settings, space, config)
+    abandoned = search.fail_abandoned(study)
+    folder = sweep_dir(str(config.hydra.sweep.dir), str(config.hydra.runtime.cwd))
+    record = read_sweep(folder)
+    tracker, parent = _parent(config, folder)
+    storage = search.storage_url(settings, config)
+    done = search.counted(study)
+    note = f", {abandoned} trials of a killed run failed" if abandoned else ""
+    print(
+        f"gdexp search: study {study.study_name!r} ({masked(storage)}): {done} of {settings.n_trials} trials "
+        f"done{note}; {settings.sampler} sampler, {settings.n_jobs} trials a batch",
+        flush=True,
+    )
+    if tracker is not None and parent is not None:
+        tracker.set_tags(parent, {"gdexp.study": study.study_name, "gdexp.study_storage": masked(storage)})
+
+    batches: list[Any] = []
+    job_idx = 0
+    while done < settings.n_trials:
+        trials = [search.ask(study, space) for _ in range(min(settings.n_jobs, settings.n_trials - done))]
+        batch = [space.overrides(t.params) for t in trials]
+        if record is not None:  # each job finds its trial number here, by its hydra.job.num
+            record.study = study.study_name
+            record.trials.update({str(job_idx + i): t.number for i, t in enumerate(trials)})
+            record.save(folder)
+        try:
+            returns = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
+        except BaseException:
+            search.interrupted(study, trials)
+            raise
+        job_idx += len(trials)
+        batches.append(returns)
+        values = [getattr(r, "_return_value", None) for r in returns]
+        outcomes = [
+            search.tell(study, t, v if isinstance(v, dict) else None, settings.objective)
+            for t, v in zip(trials, values)
+        ]
+        done = search.counted(study)
+        if tracker is not None and parent is not None:
+            rows, tags = search.best_rows(study, settings.objective, done)
+            tags[NOTE_TAG] = _description(study, space, settings)
+            try:
+                tracker.log_metrics(parent, rows)
+                tracker.set_tags(parent, tags)
+            except TrackingError as err:
+                print(f"gdexp: warning: the study's parent run: {err}", flush=True)
+        counts = ", ".join(f"{n} {o}" for o, n in Counter(outcomes).items())
+        first = trials[0].number
+        print(
+            f"gdexp search: trials {first}-{trials[-1].number}: {counts}; {done}/{settings.n_trials} done; "
+            f"{_say_best(study, settings.objective)}",
+            flush=True,
+        )
+        if "interrupted" in outcomes:  # a job was stopped (a signal to a worker): so is the study
+            from gdexp.training.history import RunInterrupted
+
+            raise RunInterrupted(2)
+    note_failures(r for returns in batches for r in returns)
+    print(f"gdexp search: study {study.study_name!r}: {_say_best(study, settings.objective)}", flush=True)
+    return batches

@@ -1,0 +1,52 @@
+"""``hydra/sweeper=optuna``: gdexp's search on Optuna 5 (Hydra's own optuna sweeper pins optuna<3).
+
+The search space is written in Hydra's override grammar; batches of ``n_jobs`` trials go through the
+selected launcher. The logic is :mod:`gdexp.sweeps.search` and :mod:`gdexp.sweeps.study`.
+
+No ``from __future__ import annotations``: Hydra executes plugin modules outside ``sys.modules``.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.gdexp_plugins.optuna_sweeper.OptunaSweeper"
+    n_trials: int = 20  # the study's total
+    n_jobs: int = 1  # trials asked per batch and handed to the launcher together
+    objective: str = "final_loss"  # a summary metric
+    direction: str = "minimize"
+    sampler: str = "tpe"  # tpe, random, gp, qmc, grid
+    seed: int | None = None
+    study_name: str | None = None  # null: derived from the sweep's fixed overrides
+    storage: str | None = None  # null: beside the MLflow store
+    params: dict[str, str] | None = None  # the search space in a config file: key -> grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="gdexp")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from gdexp.sweeps.study import run_study
+
+        return run_study(self, list(arguments))

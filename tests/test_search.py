@@ -1,0 +1,214 @@
+"""Search: ``hydra/sweeper=optuna`` on Optuna 5, trials through any launcher, a batch of trials as
+one population, resume, and the theory's yardstick (``lr_optimal``, contraction per epoch)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import optuna
+import pytest
+from conftest import all_runs, gdexp, run, start_gdexp
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+import gdexp as api
+from gdexp.compare import report
+
+SPACE = "lr=tag(log,interval(0.001,0.3))"
+LINE_B = {"data": "line_intercept", "bias": True}
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def study(folder, name: str | None = None):
+    """The one study in ``folder``'s optuna.db."""
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage) if name is None else [None]
+    return optuna.load_study(study_name=name or summary.study_name, storage=storage)
+
+
+def search(n_trials: int, n_jobs: int, *extra: str, launcher: str = "batched", **keys):
+    overrides = [
+        "hydra/sweeper=optuna",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.n_jobs={n_jobs}",
+        *extra,
+    ]
+    return api.sweep(launcher=launcher, overrides=overrides, **keys)
+
+
+# --------------------------------------------------------------------------- the theory's yardstick
+
+
+def test_lr_optimal_and_the_contraction_theory_predicts(tmp_path):
+    outcome = run(["data=line_intercept", "bias=true", "lr=0.1", "epochs=300", "engine=autograd"], tmp_path)
+    s = outcome.summary
+    assert s["lr_optimal"] == pytest.approx(2 / 17, rel=1e-9)  # 2 / (lambda_max + lambda_min), trace 17
+    assert s["lr_max_stable"] == pytest.approx(0.11976, abs=1e-5)
+    assert s["contraction_predicted"] == pytest.approx(0.97006, abs=1e-5)  # |1 - 0.1 * 0.2995|
+    assert s["contraction_observed"] == pytest.approx(s["contraction_predicted"], rel=1e-3)
+    diverging = run(["lr=0.2", "epochs=50", "engine=autograd"], tmp_path).summary  # lambda 15: |1 - 3| = 2
+    assert diverging["contraction_predicted"] == pytest.approx(2.0) and diverging["contraction_observed"] > 1
+    momentum = run(["optimizer=momentum", "epochs=50"], tmp_path).summary
+    assert "contraction_predicted" not in momentum and "contraction_observed" in momentum
+
+
+# --------------------------------------------------------------------------- a study
+
+
+@pytest.mark.slow
+def test_a_batched_study_finds_the_optimal_learning_rate_and_repeats_itself(here, tmp_path, capsys):
+    df = search(40, 8, "hydra.sweeper.seed=0", SPACE, epochs=300, **LINE_B)
+    out = capsys.readouterr().out
+    found = study(here)
+    complete = [t for t in found.trials if t.state == TrialState.COMPLETE]
+    diverged = [t for t in found.trials if t.user_attrs.get("gdexp.outcome") == "diverged"]
+    assert len(found.trials) == 40 and len(complete) + len(diverged) == 40
+    assert all(t.params["lr"] > 0.1197 for t in diverged)  # past the stability bound, as theory says
+    lr_optimal = df["lr_optimal"].iloc[0] if "lr_optimal" in df else 2 / 17
+    assert found.best_params["lr"] == pytest.approx(2 / 17, rel=0.15) and lr_optimal == pytest.approx(2 / 17)
+    # Five batches of eight, each trained as one population.
+    assert out.count("gdexp batched: 8 runs in 1 population(s)") == 5
+    # Every trial is a child run of the study's parent, tagged with its number and the study.
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(df.attrs["parent_run_id"])
+    children = [r for r in all_runs(os.environ["MLFLOW_TRACKING_URI"]) if r.data.tags.get("gdexp.sweep")]
+    assert sorted(int(r.data.tags["gdexp.trial"]) for r in children) == list(range(40))
+    assert {r.data.tags["gdexp.study"] for r in children} == {found.study_name} == {parent.data.tags["gdexp.study"]}
+    best_run = client.get_run(parent.data.tags["gdexp.best_run"])
+    assert best_run.data.tags["gdexp.trial"] == str(found.best_trial.number)
+    assert parent.data.metrics["best_final_loss"] == pytest.approx(found.best_value)
+    assert parent.data.metrics["best.lr"] == pytest.approx(found.best_params["lr"])
+    steps = [m.step for m in client.get_metric_history(parent.info.run_id, "best_final_loss")]
+    assert steps == [8, 16, 24, 32, 40]  # updated as the study went
+    assert parent.data.params["lr"] == "tag(log,interval(0.001,0.3))"
+    assert (
+        "An Optuna study (tpe, minimize final_loss) over lr in tag(log,interval(0.001,0.3))"
+        in (parent.data.tags["mlflow.note.content"])
+    )
+    # The same seed, elsewhere, asks the same trials.
+    again = here / "again"
+    again.mkdir()
+    os.chdir(again)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{again / 'mlflow.db'}"
+    search(40, 8, "hydra.sweeper.seed=0", SPACE, epochs=300, quiet=True, **LINE_B)
+    assert [t.params for t in study(again).trials] == [t.params for t in found.trials]
+    # gdexp-compare works on a study unchanged, and its report adds the study's own plots.
+    page = report.build(
+        sweep=parent.info.run_id, uri=f"sqlite:///{here / 'mlflow.db'}", out=here / "r.html"
+    ).read_text()
+    assert 'alt="optimisation history"' in page and "could not be drawn" not in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_the_basic_and_joblib_launchers_run_the_same_study(launcher, here, capsys):
+    keys = {"epochs": 200, "engine": "autograd", **LINE_B}
+    settings = ("hydra.sweeper.sampler=random", "hydra.sweeper.seed=3", SPACE)
+    search(6, 3, *settings, launcher=launcher, **keys)
+    mine = study(here)
+    (here / "batched").mkdir()
+    os.chdir(here / "batched")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{here / 'batched' / 'mlflow.db'}"
+    search(6, 3, *settings, launcher="batched", **keys)
+    theirs = study(here / "batched")
+    assert [t.params for t in mine.trials] == [t.params for t in theirs.trials]
+    assert [t.state for t in mine.trials] == [t.state for t in theirs.trials]
+    for a, b in zip(mine.trials, theirs.trials):
+        if a.state == TrialState.COMPLETE:
+            assert a.value == pytest.approx(b.value, rel=1e-3, abs=1e-9)
+
+
+def test_a_larger_n_trials_adds_the_difference_and_the_same_command_adds_nothing(here, capsys):
+    keys = {"epochs": 100, **LINE_B}
+    search(4, 2, "hydra.sweeper.sampler=random", "hydra.sweeper.seed=1", SPACE, **keys)
+    search(4, 2, "hydra.sweeper.sampler=random", "hydra.sweeper.seed=1", SPACE, **keys)
+    search(7, 2, "hydra.sweeper.sampler=random", "hydra.sweeper.seed=1", SPACE, **keys)
+    out = capsys.readouterr().out
+    assert "4 of 4 trials done" in out and "4 of 7 trials done" in out
+    assert len(study(here).trials) == 7
+    runs = all_runs(os.environ["MLFLOW_TRACKING_URI"])
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # one study, one parent
+    assert sorted(int(r.data.tags["gdexp.trial"]) for r in runs if "gdexp.trial" in r.data.tags) == list(range(7))
+
+
+BAD_SPACES = [
+    ("lr=interval(1,0)", "lr=interval(1,0): an empty interval; allowed: interval(low, high) with low < high"),
+    ("optimizer=choice()", "optimizer=choice(): empty choice is not legal; allowed: Hydra's override grammar"),
+    ("lr=tag(log,interval(0,1))", "lr=tag(log,interval(0,1)): a log scale from 0; allowed: tag(log, interval("),
+    ("epochs=range(5,1)", "epochs=range(5,1): an empty range"),
+    ("lr=interval(-1,1)", "lr=-1.0; allowed: a finite number > 0"),
+    ("optimizer=choice(sgd,nope)", "optimizer=nope: no such option"),
+    ("hydra.sweeper.sampler=grid lr=interval(0.1,1)", "hydra.sweeper.sampler=grid: lr is one; allowed: tpe, random"),
+    ("hydra.sweeper.objective=nope lr=interval(0.1,1)", "hydra.sweeper.objective=nope; allowed: a summary metric:"),
+    ("hydra.sweeper.n_jobs=0 lr=interval(0.1,1)", "hydra.sweeper.n_jobs=0; allowed: an integer >= 1"),
+    ("epochs=5", "hydra/sweeper=optuna: no search space in"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("space", "line"), BAD_SPACES, ids=[s for s, _ in BAD_SPACES])
+def test_a_bad_search_space_is_one_line_before_any_trial(space, line, tmp_path, cli_env):
+    done = gdexp(["-m", "hydra/sweeper=optuna", *space.split()], tmp_path, cli_env)
+    assert done.returncode == 2 and done.stderr.startswith(f"gdexp: error: {line}"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert all_runs(cli_env["MLFLOW_TRACKING_URI"]) == []
+    storage = tmp_path / "optuna.db"
+    assert not storage.exists() or all(not s.n_trials for s in optuna.get_all_study_summaries(f"sqlite:///{storage}"))
+
+
+@pytest.mark.slow
+def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(tmp_path, cli_env):
+    args = [
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=10",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=5",
+        "lr=interval(0.01,0.1)",
+        "engine=autograd",
+        "epochs=20000",
+        "tracking.flush_seconds=0.2",
+    ]
+    sweep = start_gdexp(args, tmp_path, cli_env)
+    deadline = time.time() + 240
+    seen = ""
+    while time.time() < deadline and "trials 2-3:" not in seen:
+        seen += sweep.stdout.readline()
+    assert "trials 2-3:" in seen, seen
+    time.sleep(1.0)  # the third batch is training
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    first = study(tmp_path)
+    interrupted = [t for t in first.trials if t.user_attrs.get("gdexp.outcome") == "interrupted"]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    assert not [t for t in first.trials if t.state == TrialState.RUNNING]
+
+    again = gdexp(args, tmp_path, cli_env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    final = study(tmp_path)
+    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == 10
+    runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+    children = [r for r in runs if "gdexp.trial" in r.data.tags]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    killed = [r for r in children if r.info.status == "KILLED"]
+    # The trial that was training is KILLED with its curve so far; one of its batch not yet started
+    # has no run. Nothing is left RUNNING, nothing is doubled.
+    assert len(finished) == 10 and 1 <= len(killed) <= len(interrupted) and len(children) == 10 + len(killed)
+    assert len({r.data.tags["gdexp.trial"] for r in children}) == len(children)  # one run per trial
+    assert {r.data.tags["gdexp.trial"] for r in killed} <= {str(t.number) for t in interrupted}
+    assert all(r.data.metrics.get("epochs_run", 0) > 0 for r in killed)
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert parent.info.status == "FINISHED" and re.search(
+        r"10 complete trials, 0 diverged, of 10", parent.data.tags["mlflow.note.content"]
+    )

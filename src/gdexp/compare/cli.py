@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="PNG plots: curves, weights, heatmap")
     _selection_args(plot)
-    plot.add_argument("--kind", default="curves", choices=["curves", "weights", "heatmap"])
+    plot.add_argument("--kind", default="curves", choices=["curves", "weights", "heatmap", "study"])
     plot.add_argument("--by", default=None, help="curves: colour by this param")
     plot.add_argument("--pivot", nargs=2, metavar=("ROW", "COL"), help="heatmap: the two params")
     plot.add_argument("--value", default="final_loss", help="heatmap: the metric")
@@ -98,6 +98,27 @@ def _table_command(args) -> str:
     return render(out, args.format)
 
 
+def _study_plots(args: argparse.Namespace) -> None:
+    """``plot --kind study``: the optimisation history and parameter importances of a study."""
+    parent = report.parent_run(args.experiment, args.sweep, args.tracking_uri)
+    try:
+        figures = report.study_figures(parent, args.tracking_uri)
+    except Exception as err:
+        raise SelectionError(f"--kind=study: the study could not be loaded ({type(err).__name__}: {err})") from None
+    if not figures:
+        raise SelectionError(f"--sweep={args.sweep}: not a study; allowed: the parent run of hydra/sweeper=optuna")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stem, fig in figures.items():
+            fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+            print(f"wrote {out / f'{stem}.png'}")
+    except OSError as err:
+        raise SelectionError(
+            f"--out={args.out}: {err.strerror or err}; allowed: a writable folder for the PNGs"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``gdexp-compare`` console script."""
     args = _parser().parse_args(argv)
@@ -120,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         elif args.command == "plot":
             runs = select_runs(args.experiment, args.sweep, args.filter, args.tracking_uri)
+            if args.kind == "study":
+                _study_plots(args)
+                return
             try:
                 paths = plots.save(
                     runs,

@@ -10,6 +10,7 @@ import tempfile
 from datetime import datetime
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,7 +38,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _parent(experiment: str, sweep: str, uri: str | None) -> pd.Series | None:
+def parent_run(experiment: str, sweep: str, uri: str | None) -> pd.Series | None:
     if sweep == "all":
         return None
     parents = sweeps(experiment, uri)
@@ -59,40 +60,51 @@ def _swept(parent: pd.Series | None) -> list[str]:
     return keys
 
 
-def _study_sections(parent: pd.Series | None, uri: str | None) -> list[str]:
-    """A study's optimisation history and parameter importances, drawn by Optuna's matplotlib
-    functions from the study's own storage; nothing for a grid."""
+def study_figures(parent: pd.Series | None, uri: str | None) -> dict[str, Any]:
+    """A study's optimisation history and parameter importances (Optuna's own matplotlib plots,
+    from the study's storage), by file stem; empty for a grid. Raises what loading it raised."""
     if parent is None or not isinstance(parent.get("tags.gdexp.study"), str):
-        return []
+        return {}
     name, storage = parent["tags.gdexp.study"], str(parent.get("tags.gdexp.study_storage", ""))
     if "***" in storage:  # masked: the store's own database, opened with the report's credentials
         resolved = resolve_uri(uri, Path.cwd())
         storage = search.storage_of_store(resolved) if resolved.startswith("postgresql") else ""
-    out = ["<h2>The study</h2>", f"<p class='note'>Optuna study {escape(name)}</p>"]
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=storage)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        history = optuna_plots.plot_optimization_history(study)
+        values = [t.value for t in study.trials if t.value is not None]
+        if values and min(values) > 0:  # losses span decades
+            history.set_yscale("log")
+        out["study_history"] = history.figure
+        if len(study.best_trial.params) > 1:
+            out["study_importances"] = optuna_plots.plot_param_importances(study).figure
+    return out
+
+
+def _study_sections(parent: pd.Series | None, uri: str | None) -> list[str]:
+    if parent is None or not isinstance(parent.get("tags.gdexp.study"), str):
+        return []
+    out = ["<h2>The study</h2>", f"<p class='note'>Optuna study {escape(parent['tags.gdexp.study'])}</p>"]
     try:
-        import warnings
-
-        import optuna
-        from optuna.visualization import matplotlib as optuna_plots
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=name, storage=storage)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            history = optuna_plots.plot_optimization_history(study).figure
-            out.append(f'<img alt="optimisation history" src="{_png(history)}">')
-            if len(study.best_trial.params) > 1:
-                importances = optuna_plots.plot_param_importances(study).figure
-                out.append(f'<img alt="parameter importances" src="{_png(importances)}">')
-            else:
-                out.append("<p class='note'>one searched parameter: its importance is all of it</p>")
+        figures = study_figures(parent, uri)
+        names = {"study_history": "optimisation history", "study_importances": "parameter importances"}
+        out += [f'<img alt="{names[k]}" src="{_png(fig)}">' for k, fig in figures.items()]
+        if "study_importances" not in figures:
+            out.append("<p class='note'>one searched parameter: its importance is all of it</p>")
         import matplotlib.pyplot as plt
 
         plt.close("all")
     except Exception as err:  # the storage moved, or the study has no complete trial yet
-        out.append(
-            f"<p class='note'>the study could not be drawn: {escape(type(err).__name__)}: {escape(str(err))}</p>"
-        )
+        problem = f"{type(err).__name__}: {err}"
+        out.append(f"<p class='note'>the study could not be drawn: {escape(problem)}</p>")
     return out
 
 
@@ -105,7 +117,7 @@ def build(
 ) -> Path:
     """Write the report of a sweep and log it on the sweep's parent run; the file's path."""
     runs = select_runs(experiment, sweep, filter, uri)
-    parent = _parent(experiment, sweep, uri)
+    parent = parent_run(experiment, sweep, uri)
     varying = varying_params(runs)
     axes = [k for k in _swept(parent) if k in varying] or varying
     table = runs_table(runs)

@@ -13,10 +13,7 @@ FAILED and asked again.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,94 +273,3 @@ def open_study(settings: Settings, space: Space, config: DictConfig) -> Any:
         ) from None
     study.set_user_attr("gdexp.objective", settings.objective)
     return study
-
-
-def counted(study: Any) -> int:
-    """The trials that count toward ``n_trials``: complete, pruned, or failed by the run itself."""
-    from optuna.trial import TrialState
-
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and t.user_attrs.get(OUTCOME) in COUNTED_FAILURES)
-    )
-
-
-def fail_abandoned(study: Any) -> int:
-    """Trials left RUNNING by a process that is gone (a kill -9): FAILED, to be asked again."""
-    from optuna.trial import TrialState
-
-    from gdexp.tracking.record import process_gone
-
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, pid = t.user_attrs.get("gdexp.host", ""), int(t.user_attrs.get("gdexp.pid", 0))
-        if process_gone(host, pid):
-            study._storage.set_trial_user_attr(t._trial_id, OUTCOME, "interrupted")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed += 1
-    return failed
-
-
-def ask(study: Any, space: Space) -> Any:
-    trial = study.ask(space.distributions)
-    trial.set_user_attr("gdexp.host", socket.gethostname())
-    trial.set_user_attr("gdexp.pid", os.getpid())
-    return trial
-
-
-def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -> str:
-    """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
-    from optuna.trial import TrialState
-
-    status = (value or {}).get("status", "failed")
-    number = (value or {}).get(objective)
-    if value and value.get("run_id"):
-        trial.set_user_attr("gdexp.run_id", value["run_id"])
-    if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
-        study.tell(trial, float(number))
-        return "complete"
-    outcome = (
-        status if status in COUNTED_FAILURES else ("failed" if status in ("converged", "max_epochs") else "interrupted")
-    )
-    trial.set_user_attr(OUTCOME, outcome)
-    study.tell(trial, state=TrialState.FAIL)
-    return outcome
-
-
-def interrupted(study: Any, trials: list[Any]) -> None:
-    """The batch's trials that were still open when the command was interrupted: FAILED."""
-    from optuna.trial import TrialState
-
-    for trial in trials:
-        try:
-            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                trial.set_user_attr(OUTCOME, "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-        except Exception:
-            pass
-
-
-def best(study: Any) -> Any | None:
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return study.best_trial if done else None
-
-
-def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
-    """The parent run's view of the study so far: metrics (``best_<objective>`` and each numeric
-    best param, at step = trials counted) and tags (the best trial, its params, its run)."""
-    trial = best(study)
-    if trial is None:
-        return [("trials", float(done), done)], {}
-    rows = [(f"best_{objective}", float(trial.value), done), ("trials", float(done), done)]
-    rows += [(f"best.{k}", float(v), done) for k, v in trial.params.items() if isinstance(v, (int, float))]
-    tags = {
-        "gdexp.best_trial": str(trial.number),
-        "gdexp.best_params": json.dumps(trial.params, sort_keys=True),
-    }
-    if trial.user_attrs.get("gdexp.run_id"):
-        tags["gdexp.best_run"] = str(trial.user_attrs["gdexp.run_id"])
-    return rows, tags

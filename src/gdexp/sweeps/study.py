@@ -4,6 +4,10 @@ study has ``n_trials`` trials that ended by themselves."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,104 @@ from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.record import read_sweep, sweep_dir
 from gdexp.tracking.store import TrackingError, masked, resolve_uri
 
+# --------------------------------------------------------------------------- trials
+
+
+def counted(study: Any) -> int:
+    """The trials that count toward ``n_trials``: complete, pruned, or failed by the run itself."""
+    from optuna.trial import TrialState
+
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.user_attrs.get(search.OUTCOME) in search.COUNTED_FAILURES)
+    )
+
+
+def fail_abandoned(study: Any) -> int:
+    """Trials left RUNNING by a process that is gone (a kill -9): FAILED, to be asked again."""
+    from optuna.trial import TrialState
+
+    from gdexp.tracking.record import process_gone
+
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("gdexp.host", ""), int(t.user_attrs.get("gdexp.pid", 0))
+        if process_gone(host, pid):
+            study._storage.set_trial_user_attr(t._trial_id, search.OUTCOME, "interrupted")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def ask(study: Any, space: search.Space) -> Any:
+    trial = study.ask(space.distributions)
+    trial.set_user_attr("gdexp.host", socket.gethostname())
+    trial.set_user_attr("gdexp.pid", os.getpid())
+    return trial
+
+
+def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -> str:
+    """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
+    from optuna.trial import TrialState
+
+    status = (value or {}).get("status", "failed")
+    number = (value or {}).get(objective)
+    if value and value.get("run_id"):
+        trial.set_user_attr("gdexp.run_id", value["run_id"])
+    if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
+        study.tell(trial, float(number))
+        return "complete"
+    outcome = (
+        status
+        if status in search.COUNTED_FAILURES
+        else ("failed" if status in ("converged", "max_epochs") else "interrupted")
+    )
+    trial.set_user_attr(search.OUTCOME, outcome)
+    study.tell(trial, state=TrialState.FAIL)
+    return outcome
+
+
+def interrupted(study: Any, trials: list[Any]) -> None:
+    """The batch's trials that were still open when the command was interrupted: FAILED."""
+    from optuna.trial import TrialState
+
+    for trial in trials:
+        try:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                trial.set_user_attr(search.OUTCOME, "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+        except Exception:
+            pass
+
+
+def best(study: Any) -> Any | None:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study.best_trial if done else None
+
+
+def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
+    """The parent run's view of the study so far: metrics (``best_<objective>`` and each numeric
+    best param, at step = trials counted) and tags (the best trial, its params, its run)."""
+    trial = best(study)
+    if trial is None:
+        return [("trials", float(done), done)], {}
+    rows = [(f"best_{objective}", float(trial.value), done), ("trials", float(done), done)]
+    rows += [(f"best.{k}", float(v), done) for k, v in trial.params.items() if isinstance(v, (int, float))]
+    tags = {
+        "gdexp.best_trial": str(trial.number),
+        "gdexp.best_params": json.dumps(trial.params, sort_keys=True),
+    }
+    if trial.user_attrs.get("gdexp.run_id"):
+        tags["gdexp.best_run"] = str(trial.user_attrs["gdexp.run_id"])
+    return rows, tags
+
+
+# --------------------------------------------------------------------------- the loop
+
 
 def _parent(config: Any, folder: Path) -> tuple[Tracker | None, str | None]:
     record = read_sweep(folder)
@@ -25,7 +127,7 @@ def _parent(config: Any, folder: Path) -> tuple[Tracker | None, str | None]:
 
 
 def _say_best(study: Any, objective: str) -> str:
-    trial = search.best(study)
+    trial = best(study)
     if trial is None:
         return "no complete trial yet"
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
@@ -43,7 +145,7 @@ def _description(study: Any, space: search.Space, settings: search.Settings) -> 
         f"An Optuna study ({settings.sampler}, {settings.direction} {settings.objective}) over {axes}: "
         f"{complete} complete trials, {diverged} diverged, of {settings.n_trials}."
     )
-    trial = search.best(study)
+    trial = best(study)
     if trial is not None:
         run = trial.user_attrs.get("gdexp.run_id")
         text += f" The {_say_best(study, settings.objective)}" + (f", run {run}." if run else ".")
@@ -57,12 +159,12 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     space = search.parse_space(params + list(arguments))
     study = search.open_study(settings, space, config)
-    abandoned = search.fail_abandoned(study)
+    abandoned = fail_abandoned(study)
     folder = sweep_dir(str(config.hydra.sweep.dir), str(config.hydra.runtime.cwd))
     record = read_sweep(folder)
     tracker, parent = _parent(config, folder)
     storage = search.storage_url(settings, config)
-    done = search.counted(study)
+    done = counted(study)
     note = f", {abandoned} trials of a killed run failed" if abandoned else ""
     print(
         f"gdexp search: study {study.study_name!r} ({masked(storage)}): {done} of {settings.n_trials} trials "
@@ -75,7 +177,7 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
     batches: list[Any] = []
     job_idx = 0
     while done < settings.n_trials:
-        trials = [search.ask(study, space) for _ in range(min(settings.n_jobs, settings.n_trials - done))]
+        trials = [ask(study, space) for _ in range(min(settings.n_jobs, settings.n_trials - done))]
         batch = [space.overrides(t.params) for t in trials]
         if record is not None:  # each job finds its trial number here, by its hydra.job.num
             record.study = study.study_name
@@ -84,18 +186,17 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
         try:
             returns = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
         except BaseException:
-            search.interrupted(study, trials)
+            interrupted(study, trials)
             raise
         job_idx += len(trials)
         batches.append(returns)
         values = [getattr(r, "_return_value", None) for r in returns]
         outcomes = [
-            search.tell(study, t, v if isinstance(v, dict) else None, settings.objective)
-            for t, v in zip(trials, values)
+            tell(study, t, v if isinstance(v, dict) else None, settings.objective) for t, v in zip(trials, values)
         ]
-        done = search.counted(study)
+        done = counted(study)
         if tracker is not None and parent is not None:
-            rows, tags = search.best_rows(study, settings.objective, done)
+            rows, tags = best_rows(study, settings.objective, done)
             tags[NOTE_TAG] = _description(study, space, settings)
             try:
                 tracker.log_metrics(parent, rows)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from gdexp.config import CONF_DIR, group_options, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO.parent / "shared" / "seeds"
+SEEDS = REPO / "tests" / "seeds"  # copies of ../shared/seeds/: the notebooks whose tables gdexp prints
 OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
 
 

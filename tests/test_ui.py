@@ -157,7 +157,7 @@ def test_set_up_on_a_stock_machine_makes_its_own_venv(tmp_path):
     assert done.stdout.rstrip().endswith("Prediction after training: f(5) = 5.563")
     assert (copy / ".venv" / "bin" / "gdexp-run").is_file() and (copy / "mlflow.db").is_file()
     # The system Python was left alone.
-    assert subprocess.run([str(system), "-c", "import gdexp"], capture_output=True).returncode != 0
+    assert subprocess.run([str(system), "-c", "import gdexp"], env=env, capture_output=True).returncode != 0
 
 
 # --------------------------------------------------------------------------- the terminal

@@ -6,8 +6,9 @@
    Lightning Trainer) and through the batched launcher (a batch of ``n_jobs`` trials trained as one
    population), same sampler, same seed, same batches, each the whole command into a fresh store.
 2. How many trials TPE and random sampling need before the best loss so far comes within 1% of the
-   best loss there is (from a dense grid of 400 learning rates through the batched launcher), over
-   several seeds, tracking off (the sampler's question, not the store's).
+   best loss there is (from a dense grid of 400 learning rates through the batched launcher), and
+   within 2x and 10x of it (the loss spans ten decades over the interval and falls off a cliff at
+   the stability bound: 1% is a needle), over several seeds, tracking off.
 
 Usage: python benchmarks/bench_search.py [--trials 200] [--n-jobs 20] [--seeds 5]
 """
@@ -94,7 +95,8 @@ def best_there_is() -> float:
     return min(losses)
 
 
-def trials_to_reach(sampler: str, seed: int, target: float, budget: int, n_jobs: int) -> int | None:
+def trials_to_reach(sampler: str, seed: int, targets: list[float], budget: int, n_jobs: int) -> list[int | None]:
+    """For each target, the number of trials after which the best loss so far is within it."""
     folder = Path(tempfile.mkdtemp(prefix=f"gdexp-search-{sampler}-"))
     command(
         folder,
@@ -110,13 +112,15 @@ def trials_to_reach(sampler: str, seed: int, target: float, budget: int, n_jobs:
             "tracking.enabled=false",
         ],
     )
+    reached: list[int | None] = [None] * len(targets)
     best = np.inf
     for trial in sorted(study_of(folder).trials, key=lambda t: t.number):
         if trial.value is not None:
             best = min(best, trial.value)
-        if best <= target:
-            return trial.number + 1
-    return None
+        for i, target in enumerate(targets):
+            if reached[i] is None and best <= target:
+                reached[i] = trial.number + 1
+    return reached
 
 
 def main() -> None:
@@ -133,17 +137,23 @@ def main() -> None:
     print(f"  basic / batched: {ratio:.1f}x", flush=True)
 
     reference = best_there_is()
-    target = reference * 1.01
-    print(f"2. trials to within 1% of the best final loss there is ({reference:.4g}), {args.n_jobs // 2} a batch:")
-    reached: dict[str, list[int | None]] = {}
+    factors = [1.01, 2.0, 10.0]
+    n_jobs = max(1, args.n_jobs // 2)
+    print(f"2. trials until the best final loss so far is within a factor of the best there is ({reference:.4g});")
+    print(f"   {n_jobs} trials a batch, budget {args.budget}, seeds 0-{args.seeds - 1} ('-': not reached):")
+    reached: dict[str, list[list[int | None]]] = {}
     for sampler in ("tpe", "random"):
         reached[sampler] = [
-            trials_to_reach(sampler, seed, target, args.budget, max(1, args.n_jobs // 2)) for seed in range(args.seeds)
+            trials_to_reach(sampler, seed, [reference * f for f in factors], args.budget, n_jobs)
+            for seed in range(args.seeds)
         ]
-        got = [n for n in reached[sampler] if n is not None]
-        median = statistics.median(got) if len(got) == len(reached[sampler]) else None
-        shown = ", ".join("-" if n is None else str(n) for n in reached[sampler])
-        print(f"  {sampler:6s} seeds 0-{args.seeds - 1}: {shown} (median {median}; '-': not within {args.budget})")
+        for i, factor in enumerate(factors):
+            per_seed = [r[i] for r in reached[sampler]]
+            got = sorted(n if n is not None else args.budget + 1 for n in per_seed)
+            median = statistics.median(got)
+            shown = ", ".join("-" if n is None else str(n) for n in per_seed)
+            median_text = f"{median:g}" if median <= args.budget else f"> {args.budget}"
+            print(f"  {sampler:6s} within {factor:g}x: {shown} (median {median_text})", flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "bench_search.json"
     out.write_text(json.dumps({"times": times, "ratio": ratio, "reference": reference, "reached": reached}, indent=2))

@@ -108,11 +108,13 @@ def test_a_batched_study_finds_the_optimal_learning_rate_and_repeats_itself(here
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_the_basic_and_joblib_launchers_run_the_same_study(launcher, here, capsys):
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+def test_the_basic_joblib_and_submitit_launchers_run_the_same_study(launcher, here, capsys):
+    """submitit_local is the Slurm launcher's code path (pickled jobs, processes of their own)."""
     keys = {"epochs": 200, "engine": "autograd", **LINE_B}
     settings = ("hydra.sweeper.sampler=random", "hydra.sweeper.seed=3", SPACE)
-    search(6, 3, *settings, launcher=launcher, **keys)
+    extra = ("hydra.launcher.timeout_min=10",) if launcher == "submitit_local" else ()
+    search(6, 3, *settings, *extra, launcher=launcher, **keys)
     mine = study(here)
     (here / "batched").mkdir()
     os.chdir(here / "batched")
@@ -211,4 +213,25 @@ def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(tmp_path, cli
     (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     assert parent.info.status == "FINISHED" and re.search(
         r"10 complete trials, 0 diverged, of 10", parent.data.tags["mlflow.note.content"]
+    )
+
+
+def test_a_two_parameter_study_reports_its_importances(here, capsys):
+    df = search(
+        6,
+        3,
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=2",
+        SPACE,
+        "bias=choice(true,false)",
+        epochs=60,
+        quiet=True,
+        data="line_intercept",
+    )
+    parent = df.attrs["parent_run_id"]
+    page = report.build(sweep=parent, uri=os.environ["MLFLOW_TRACKING_URI"], out=here / "r.html").read_text()
+    assert 'alt="optimisation history"' in page and 'alt="parameter importances"' in page
+    children = [r for r in all_runs(os.environ["MLFLOW_TRACKING_URI"]) if r.data.tags.get("gdexp.sweep") == parent]
+    assert sorted(r.data.params["bias"] for r in children) == sorted(
+        str(t.params["bias"]).lower() for t in study(here).trials
     )

@@ -48,6 +48,8 @@ def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Write
     if not config.tracking.enabled:
         return {}
     store = (resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd)), str(config.tracking.experiment))
+    # It serves every launch of the sweep (a study launches a batch at a time); the sweep's end
+    # closes it (WriterPool.close_all, from the sweep callback or at exit).
     return {store: WriterPool(*store, writers)}
 
 
@@ -201,7 +203,8 @@ class _Writers:
 
     def __init__(self, size: int, pools: dict[tuple[str, str], WriterPool]):
         self.size = size
-        self.pools = pools
+        self.pools = dict(pools)
+        self.given = set(pools)  # the launcher's: they serve its later launches too (a study's batches)
         self.pending: list[tuple[Member, Future]] = []  # (member, future of its MLflow run id)
 
     def submit(self, queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]]) -> None:
@@ -227,8 +230,9 @@ class _Writers:
         return written
 
     def close(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
+        for store, pool in self.pools.items():
+            if store not in self.given:
+                pool.close()
         self.pools = {}
 
 

@@ -23,7 +23,7 @@ from gdexp.sweeps import search
 from gdexp.sweeps.interrupt import ACTIVE
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.sweeps.summary import SweepOutcome, print_sweep_summary, sweep_params
-from gdexp.tracking.client import Tracker
+from gdexp.tracking.client import Tracker, WriterPool
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.links import run_link, ui_base
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo, sweep_dir
@@ -159,6 +159,7 @@ class SweepCallback(Callback):
         return tracker.start_run(name, tags, sweep_params(masked_overrides(every)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        WriterPool.close_all()  # a batched launcher's writers: every launch of the sweep is done
         folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
         record = SweepInfo.load(folder / SWEEP_FILE) if (folder / SWEEP_FILE).is_file() else None
         if record is not None:  # the sweep's end goes on record first, for gdexp.sync

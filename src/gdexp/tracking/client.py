@@ -171,6 +171,7 @@ class Tracker:
 
     @classmethod
     def close_all(cls) -> None:
+        WriterPool.close_all()
         for tracker in list(cls._open.values()):
             tracker.close()
 
@@ -186,7 +187,10 @@ class WriterPool:
 
     CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
 
+    _all: ClassVar[list[WriterPool]] = []  # open pools: a sweep's launches share one, its end closes it
+
     def __init__(self, uri: str, experiment: str, size: int):
+        WriterPool._all.append(self)
         stores = max(1, size - 1) if size >= 2 else 1
         self.own = [Tracker(uri, experiment) for _ in range(max(1, size) - 1)]
         self.stores = [Tracker.get(uri, experiment), *self.own[: stores - 1]]
@@ -237,8 +241,16 @@ class WriterPool:
         for future, run_id, _ in stored:
             future.set_result(run_id)
 
+    @classmethod
+    def close_all(cls) -> None:
+        for pool in list(cls._all):
+            pool.close()
+
     def close(self) -> None:
         """Let the writers finish what is queued, then stop this pool's own."""
+        if self not in WriterPool._all:
+            return
+        WriterPool._all.remove(self)
         for queue_, threads in ((self.runs, self.store_threads), (self.files, self.file_threads)):
             for _ in threads:
                 queue_.put(None)

@@ -46,9 +46,9 @@ class BatchedLauncher(Launcher):
         self._pools = start_early(config, self.writers)
 
     def take_writer_pools(self) -> dict:
-        """The writer pools started in ``setup``, for one launch to use and close."""
-        pools, self._pools = self._pools, {}
-        return pools
+        """The writer pools started in ``setup``: every launch uses them (a search launches one
+        batch of trials at a time); they close when the process ends."""
+        return self._pools
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         from gdexp.sweeps.batched import launch

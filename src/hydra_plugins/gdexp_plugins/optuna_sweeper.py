@@ -1,7 +1,8 @@
 """``hydra/sweeper=optuna``: gdexp's search on Optuna 5 (Hydra's own optuna sweeper pins optuna<3).
 
 The search space is written in Hydra's override grammar; batches of ``n_jobs`` trials go through the
-selected launcher. The logic is :mod:`gdexp.sweeps.search` (space, settings, storage) and :mod:`gdexp.sweeps.study` (trials, the loop).
+selected launcher. The logic is :mod:`gdexp.sweeps.search` (space, settings, storage) and
+:mod:`gdexp.sweeps.study` (trials, the loop).
 
 No ``from __future__ import annotations``: Hydra executes plugin modules outside ``sys.modules``.
 """

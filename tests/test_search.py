@@ -63,6 +63,27 @@ def test_lr_optimal_and_the_contraction_theory_predicts(tmp_path):
 # --------------------------------------------------------------------------- a study
 
 
+def test_how_a_job_ended_is_what_the_study_is_told():
+    from gdexp.sweeps import study as loop
+    from gdexp.sweeps.search import parse_space
+
+    space = parse_space(["lr=interval(0.01,0.1)"])
+    found = optuna.create_study()
+    returned = [
+        {"status": "converged", "final_loss": 1e-9, "run_id": "a"},
+        {"status": "max_epochs", "final_loss": float("nan")},
+        {"status": "diverged", "final_loss": 1e30},
+        {"status": "killed", "final_loss": 3.0},
+        {"status": "skipped"},
+        {"status": "failed", "error": "boom"},
+        None,
+    ]
+    outcomes = [loop.tell(found, loop.ask(found, space), value, "final_loss") for value in returned]
+    assert outcomes == ["complete", "failed", "diverged", "interrupted", "skipped", "failed", "failed"]
+    assert found.trials[0].user_attrs["gdexp.run_id"] == "a" and found.trials[0].value == 1e-9
+    assert loop.counted(found) == 6  # all but the interrupted one, which is asked again
+
+
 @pytest.mark.slow
 def test_a_batched_study_finds_the_optimal_learning_rate_and_repeats_itself(here, tmp_path, capsys):
     df = search(40, 8, "hydra.sweeper.seed=0", SPACE, epochs=300, **LINE_B)
@@ -235,3 +256,42 @@ def test_a_two_parameter_study_reports_its_importances(here, capsys):
     assert sorted(r.data.params["bias"] for r in children) == sorted(
         str(t.params["bias"]).lower() for t in study(here).trials
     )
+
+
+@pytest.mark.slow
+def test_a_study_killed_hard_resumes_and_fails_the_trial_it_left_running(tmp_path, cli_env):
+    args = [
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=7",
+        "lr=interval(0.01,0.1)",
+        "engine=autograd",
+        "epochs=20000",
+        "tracking.flush_seconds=0.2",
+    ]
+    sweep = start_gdexp(args, tmp_path, cli_env)
+    deadline = time.time() + 240
+    seen = ""
+    while time.time() < deadline and "trials 0-1:" not in seen:
+        seen += sweep.stdout.readline()
+    assert "trials 0-1:" in seen, seen
+    time.sleep(1.0)  # the second batch is training
+    sweep.kill()
+    sweep.communicate(timeout=60)
+    left = [t for t in study(tmp_path).trials if t.state == TrialState.RUNNING]
+    assert left  # a SIGKILL leaves the storage as it was: the trials of the batch still RUNNING
+
+    again = gdexp(args, tmp_path, cli_env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(left)} trials of a killed run failed" in again.stdout
+    final = study(tmp_path)
+    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == 6
+    assert {t.number for t in final.trials if t.user_attrs.get("gdexp.outcome") == "interrupted"} == {
+        t.number for t in left
+    }
+    runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if "gdexp.trial" in r.data.tags and r.info.status == "FINISHED"]) == 6

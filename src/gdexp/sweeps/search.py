@@ -30,7 +30,7 @@ SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
 DIRECTIONS = ("minimize", "maximize")
 # How a FAILED trial ended: these count toward n_trials (the study learnt something); an
 # interrupted one does not, and is asked again.
-COUNTED_FAILURES = ("diverged", "failed")
+COUNTED_FAILURES = ("diverged", "failed", "skipped")
 OUTCOME = "gdexp.outcome"
 
 

@@ -68,11 +68,9 @@ def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -
     if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
         study.tell(trial, float(number))
         return "complete"
-    outcome = (
-        status
-        if status in search.COUNTED_FAILURES
-        else ("failed" if status in ("converged", "max_epochs") else "interrupted")
-    )
+    # Stopped by a signal: asked again. Skipped (tracking.skip_finished found the configuration
+    # done), diverged or failed: an outcome of its own, counted.
+    outcome = {"killed": "interrupted", "skipped": "skipped", "diverged": "diverged"}.get(status, "failed")
     trial.set_user_attr(search.OUTCOME, outcome)
     study.tell(trial, state=TrialState.FAIL)
     return outcome

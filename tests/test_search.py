@@ -188,27 +188,38 @@ def test_a_bad_search_space_is_one_line_before_any_trial(space, line, tmp_path, 
     assert not storage.exists() or all(not s.n_trials for s in optuna.get_all_study_summaries(f"sqlite:///{storage}"))
 
 
-@pytest.mark.slow
-def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(tmp_path, cli_env):
-    args = [
+def _long_study(n_trials: int, seed: int) -> list[str]:
+    """A study of per-run jobs long enough (20,000 autograd epochs) to be stopped mid-batch."""
+    return [
         "-m",
         "hydra/sweeper=optuna",
-        "hydra.sweeper.n_trials=10",
+        f"hydra.sweeper.n_trials={n_trials}",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler=random",
-        "hydra.sweeper.seed=5",
+        f"hydra.sweeper.seed={seed}",
         "lr=interval(0.01,0.1)",
         "engine=autograd",
         "epochs=20000",
         "tracking.flush_seconds=0.2",
     ]
+
+
+def _started_until(args: list[str], line: str, tmp_path, cli_env):
+    """The study started, once it has printed ``line``, and a second later (the next batch training)."""
     sweep = start_gdexp(args, tmp_path, cli_env)
     deadline = time.time() + 240
     seen = ""
-    while time.time() < deadline and "trials 2-3:" not in seen:
+    while time.time() < deadline and line not in seen:
         seen += sweep.stdout.readline()
-    assert "trials 2-3:" in seen, seen
-    time.sleep(1.0)  # the third batch is training
+    assert line in seen, seen
+    time.sleep(1.0)
+    return sweep
+
+
+@pytest.mark.slow
+def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(tmp_path, cli_env):
+    args = _long_study(n_trials=10, seed=5)
+    sweep = _started_until(args, "trials 2-3:", tmp_path, cli_env)  # the third batch is training
     sweep.send_signal(signal.SIGINT)
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, err
@@ -260,25 +271,8 @@ def test_a_two_parameter_study_reports_its_importances(here, capsys):
 
 @pytest.mark.slow
 def test_a_study_killed_hard_resumes_and_fails_the_trial_it_left_running(tmp_path, cli_env):
-    args = [
-        "-m",
-        "hydra/sweeper=optuna",
-        "hydra.sweeper.n_trials=6",
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.sampler=random",
-        "hydra.sweeper.seed=7",
-        "lr=interval(0.01,0.1)",
-        "engine=autograd",
-        "epochs=20000",
-        "tracking.flush_seconds=0.2",
-    ]
-    sweep = start_gdexp(args, tmp_path, cli_env)
-    deadline = time.time() + 240
-    seen = ""
-    while time.time() < deadline and "trials 0-1:" not in seen:
-        seen += sweep.stdout.readline()
-    assert "trials 0-1:" in seen, seen
-    time.sleep(1.0)  # the second batch is training
+    args = _long_study(n_trials=6, seed=7)
+    sweep = _started_until(args, "trials 0-1:", tmp_path, cli_env)  # the second batch is training
     sweep.kill()
     sweep.communicate(timeout=60)
     left = [t for t in study(tmp_path).trials if t.state == TrialState.RUNNING]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from servers import MlflowServer, Postgres
 
 from gdexp.config import CONF_DIR, group_options, register_configs
 
@@ -130,6 +133,62 @@ class Recorded:
 def run_recorded(overrides: list[str], tmp_path: Path) -> Recorded:
     """Run tracked into the test's own store and read the run back from MLflow."""
     return Recorded(run(overrides, tmp_path, tracking=True).run_id)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster for the session's tests, on 127.0.0.1."""
+    # Not under pytest's tmp tree: that is private to the test user, and postgres runs as its own.
+    folder = Path(tempfile.mkdtemp(prefix="gdexp-pg-"))
+    folder.chmod(0o755)
+    db = Postgres(folder / "cluster")
+    yield db
+    db.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server(postgres, tmp_path):
+    """`mlflow server` on a fresh PostgreSQL database of its own."""
+    # a fresh database per test, so each test counts only its own runs
+    name = f"mlflow_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "-c", f"create database {name}"],
+        check=True,
+        capture_output=True,
+    )
+    srv = MlflowServer(postgres.uri.rsplit("/", 1)[0] + f"/{name}", tmp_path / "artifacts", tmp_path / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A single-node Slurm cluster with accounting (``scripts/slurm_cluster.sh``), installed with
+    apt where it is missing and this is root; the tests that use it skip, saying why, where it
+    cannot be installed. Its ``slurm.conf`` path is in ``SLURM_CONF`` while the session runs."""
+    missing = [b for b in ("sbatch", "slurmctld", "slurmdbd", "munged", "mariadbd") if not _on_path(b)]
+    if missing and (os.geteuid() != 0 or not shutil.which("apt-get")):
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing) and this is not root with apt-get")
+    folder = Path(tempfile.mkdtemp(prefix="gdexp-slurm-"))
+    script = REPO / "scripts" / "slurm_cluster.sh"
+    started = subprocess.run(["bash", str(script), "start", str(folder)], capture_output=True, text=True, timeout=600)
+    if started.returncode != 0 and "apt-get install failed" in started.stderr:
+        pytest.skip(f"Slurm could not be installed: {started.stderr.strip().splitlines()[-1]}")
+    assert started.returncode == 0, started.stderr
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    yield folder
+    subprocess.run(["bash", str(script), "stop", str(folder)], capture_output=True, timeout=120)
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _on_path(name: str) -> bool:
+    return bool(shutil.which(name) or Path("/usr/sbin", name).exists())
 
 
 def wait_until(probe, timeout: float = 120, interval: float = 0.5):

@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from conftest import all_runs, gdexp, start_gdexp, wait_until
 from mlflow import MlflowClient
-from servers import MlflowServer, Postgres
 from test_scaleout import GRID, assert_complete_sweep
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    # Not under pytest's tmp tree: that is private to the test user, and postgres runs as its own.
-    folder = Path(tempfile.mkdtemp(prefix="gdexp-pg-"))
-    folder.chmod(0o755)
-    db = Postgres(folder / "cluster")
-    yield db
-    db.stop()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def server(postgres, tmp_path):
-    # a fresh database per test, so each test counts only its own runs
-    name = f"mlflow_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "-c", f"create database {name}"],
-        check=True,
-        capture_output=True,
-    )
-    srv = MlflowServer(postgres.uri.rsplit("/", 1)[0] + f"/{name}", tmp_path / "artifacts", tmp_path / "server.log")
-    yield srv
-    srv.stop()
 
 
 def test_parallel_sweep_into_mlflow_server_on_postgres(server, tmp_path, cli_env):

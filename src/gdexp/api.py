@@ -27,7 +27,7 @@ from gdexp.checks import is_config_error, one_line
 from gdexp.compare.runs import records_frame, select_runs
 from gdexp.compare.tables import runs_table
 from gdexp.config import CONF_DIR, ConfigError, register_configs
-from gdexp.failures import FAILURES
+from gdexp.failures import FAILURES, SKIPPED
 from gdexp.job import run_job
 from gdexp.outcome import Outcome
 from gdexp.sweeps.callback import SweepAborted
@@ -198,6 +198,7 @@ def sweep(
     from hydra._internal.utils import create_config_search_path
 
     FAILURES.clear()
+    SKIPPED.clear()
     opened = len(ACTIVE)
     try:
         with _hydra_free():

@@ -23,6 +23,7 @@ class JobFailure:
     name: str
     message: str
     bad_input: bool
+    swept: bool = False  # a sweep's job: the command's last line names it
 
     def returned(self) -> dict[str, Any]:
         """As a job's return value: it reaches the main process from any launcher's workers."""
@@ -30,6 +31,7 @@ class JobFailure:
 
 
 FAILURES: list[JobFailure] = []  # the failed jobs of this command, for its exit status
+SKIPPED: list[str] = []  # the jobs ``tracking.skip_finished`` found FINISHED, whatever process ran them
 
 
 def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
@@ -44,11 +46,15 @@ def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict
 
 
 def note_failures(returns: Any) -> None:
-    """Keep the failed jobs among a launcher's ``JobReturn`` objects, whatever process ran them."""
+    """Keep the failed and the skipped jobs among a launcher's ``JobReturn`` objects, whatever
+    process ran them (a Slurm job says that it skipped in its own log)."""
     for ret in returns:
         value = getattr(ret, "_return_value", None)
-        if isinstance(value, dict) and value.get("status") == "failed":
-            FAILURES.append(JobFailure(str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])))
+        if isinstance(value, dict) and value.get("status") == "skipped":
+            SKIPPED.append(run_name(list(getattr(ret, "overrides", None) or [])))
+        elif isinstance(value, dict) and value.get("status") == "failed":
+            name, error, bad = str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])
+            FAILURES.append(JobFailure(name, error, bad, swept=True))
         elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
             name = run_name(list(getattr(ret, "overrides", None) or []))
-            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value)))
+            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value), swept=True))

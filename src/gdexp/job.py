@@ -25,9 +25,9 @@ from gdexp.outcome import Outcome
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG, dataset_spec, run_description
 from gdexp.tracking.protocol import DatasetSpec, FinishedRun, RunFiles
-from gdexp.tracking.record import RunInfo, RunRecord, SweepInfo, thin_steps
+from gdexp.tracking.record import SUPERSEDED_TAG, RunInfo, RunRecord, SweepInfo, thin_steps, unfinished_attempt
 from gdexp.tracking.store import TrackingError, masked, resolve_uri
-from gdexp.tracking.tags import masked_overrides, run_name, source_tags
+from gdexp.tracking.tags import cluster_tags, masked_overrides, run_name, source_tags
 from gdexp.training.analysis import pred_names, predictions, status
 from gdexp.training.data import Dataset, load_data, predict_points
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop, param_names
@@ -50,6 +50,7 @@ def run_tags(plain: dict[str, Any], overrides: list[str], output_dir: Path, pare
     """A run's tags as it starts (``gdexp.status`` comes at its end)."""
     tags = {
         **source_tags(),
+        **cluster_tags(),
         "gdexp.overrides": " ".join(masked_overrides(overrides)),
         "gdexp.engine": plain["engine"],
         "gdexp.config_hash": config_hash(plain),
@@ -284,7 +285,10 @@ def run_job(
                 if done:
                     job.skipped(done)
                     return None
+            earlier = unfinished_attempt(output_dir, job.tags["gdexp.config_hash"])
             run_id = tracker.start_run(job.name, job.tags, job.params, job.started_ms, job.dataset)
+            if earlier:  # this job ran here before and was stopped (a Slurm requeue): this run replaces it
+                tracker.set_tags(earlier, {SUPERSEDED_TAG: run_id})
         except TrackingError as err:
             if sweep is None:
                 raise  # fail fast: nothing has trained yet

@@ -55,16 +55,17 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _report_failures() -> None:
-    """The failed jobs of the command, in one line; exit 2 when all were bad input, 1 otherwise."""
+    """The failed jobs of the command, in one line; exit 2 when all were bad input, 1 otherwise.
+    A sweep's line names the job and says how to rerun only what did not finish."""
     first = FAILURES[0]
-    message = (
-        first.message
-        if len(FAILURES) == 1
-        else (f"{len(FAILURES)} jobs failed; the first, [{first.name}]: {first.message}")
-    )
+    said = f"[{first.name}] {first.message}" if first.swept else first.message
+    message = said if len(FAILURES) == 1 else f"{len(FAILURES)} jobs failed; the first, {said}"
+    bad_input = all(f.bad_input for f in FAILURES)
+    if first.swept and not bad_input:
+        message += "; the same command with tracking.skip_finished=true reruns only the jobs that did not finish"
     print(f"gdexp: error: {message}", file=sys.stderr)
     Tracker.close_all()
-    sys.exit(2 if all(f.bad_input for f in FAILURES) else 1)
+    sys.exit(2 if bad_input else 1)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from gdexp.tracking.record import SUPERSEDED_TAG
 from gdexp.tracking.store import masked, resolve_uri
 
 
@@ -103,6 +104,8 @@ def select_runs(
     runs = _search(client, exp, " and ".join(clauses))
     if sweep == "all" and len(runs) and "tags.gdexp.role" in runs:
         runs = runs[runs["tags.gdexp.role"] != "sweep"]
+    if len(runs) and f"tags.{SUPERSEDED_TAG}" in runs:  # a requeued job's stopped first attempt
+        runs = runs[runs[f"tags.{SUPERSEDED_TAG}"].isna()]
     if runs.empty:
         what = f"--sweep={sweep}" + (f" --filter={filter!r}" if filter else "")
         raise SelectionError(

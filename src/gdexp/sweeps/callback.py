@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from gdexp.checks import one_line
 from gdexp.config import ConfigError
+from gdexp.failures import FAILURES, SKIPPED
 from gdexp.job import check
 from gdexp.sweeps import search
 from gdexp.sweeps.interrupt import ACTIVE
@@ -162,8 +163,10 @@ class SweepCallback(Callback):
         WriterPool.close_all()  # a batched launcher's writers: every launch of the sweep is done
         folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
         record = SweepInfo.load(folder / SWEEP_FILE) if (folder / SWEEP_FILE).is_file() else None
+        # A sweep with a failed job (an error, a job its cluster ended) is FAILED, as its exit says.
+        ended = "FAILED" if FAILURES else "FINISHED"
         if record is not None:  # the sweep's end goes on record first, for gdexp.sync
-            record.status = "FINISHED"
+            record.status = ended
             record.save(folder)
         outcome = SweepOutcome.read(folder)
         link = None
@@ -178,14 +181,14 @@ class SweepCallback(Callback):
                         tags["gdexp.best_run"] = best[0].mlflow_run_id
                     tracker.log_metrics(self.parent, [(k, v, 0) for k, v in outcome.metrics().items()])
                     tracker.set_tags(self.parent, tags)
-                tracker.end_run(self.parent, "FINISHED")
+                tracker.end_run(self.parent, ended)
                 link = run_link(ui_base(tracker.uri), tracker.ready(), self.parent)
             except TrackingError as err:
                 print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends the sweep's run")
         local = self.store is None or not self.store[0].startswith(("http://", "https://"))
         experiment = self.store[1] if self.store else None
         if outcome.runs or not self.study:
-            print_sweep_summary(outcome, folder, self.parent, experiment, link, local)
+            print_sweep_summary(outcome, folder, self.parent, experiment, link, local, len(SKIPPED))
 
 
 def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:

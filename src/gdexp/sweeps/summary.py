@@ -118,10 +118,12 @@ def print_sweep_summary(
     experiment: str | None,
     link: str | None,
     local_store: bool,
+    skipped: int = 0,
 ) -> None:
     """The lines that end a sweep on the terminal: where it is, how it went, what to do next."""
     total = len(outcome.runs)
-    print(f"\ngdexp sweep: {total} runs · {outcome.counts_text()}")
+    also = f" · {skipped} skipped: finished already" if skipped else ""
+    print(f"\ngdexp sweep: {total} runs · {outcome.counts_text()}{also}")
     if parent:
         print(f"  MLflow parent run {parent} · experiment {experiment}")
     best = outcome.best()

@@ -32,6 +32,7 @@ from gdexp.training.history import History
 RECORD_FILE = "run.json"
 SWEEP_FILE = "gdexp_sweep.json"
 FINAL = ("FINISHED", "KILLED", "FAILED")
+SUPERSEDED_TAG = "gdexp.superseded_by"  # on a run whose job ran again in its job directory
 
 
 class DamagedRecord(ValueError):
@@ -193,6 +194,18 @@ class RunRecord:
             rows.append([step, loss, *map(repr, h.params[step]), *map(repr, pred)])
         self._written = h.epochs + 1
         return rows
+
+
+def unfinished_attempt(folder: Path, config_hash: str) -> str | None:
+    """The MLflow run of an earlier attempt at this job in its job directory that did not finish
+    (KILLED, FAILED, or left RUNNING by a SIGKILL): Slurm requeues a preempted job into the same
+    directory. None for a fresh directory or a damaged record."""
+    try:
+        info = RunInfo.load(folder / RECORD_FILE)
+    except DamagedRecord:  # none yet, or not readable: nothing to replace
+        return None
+    same = info.tags.get("gdexp.config_hash") == config_hash
+    return info.mlflow_run_id if same and info.status != "FINISHED" else None
 
 
 def set_run_id(folder: Path, run_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def source_tags() -> dict[str, str]:
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def cluster_tags() -> dict[str, str]:
+    """Which Slurm job ran the run, on which node, after how many requeues (none outside Slurm)."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    array = env.get("SLURM_ARRAY_JOB_ID")
+    tags = {"gdexp.slurm_job": f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]}
+    if env.get("SLURMD_NODENAME"):
+        tags["gdexp.slurm_node"] = env["SLURMD_NODENAME"]
+    if env.get("SLURM_RESTART_COUNT", "0") != "0":
+        tags["gdexp.slurm_restarts"] = env["SLURM_RESTART_COUNT"]
     return tags
 
 

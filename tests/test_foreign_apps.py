@@ -31,20 +31,27 @@ def test_both_plugins_are_found_by_any_hydra_app():
     assert "BatchedLauncher" in launchers and "GdexpSweeper" in sweepers
 
 
-# Hydra's own suites, as Hydra's launcher plugins run them (in-process sweeps of Hydra's test configs)
-@pytest.mark.parametrize("launcher_name, overrides", [("batched", []), ("batched", ["hydra/sweeper=gdexp"])])
+# Hydra's own suites, as Hydra's launcher plugins run them (in-process sweeps of Hydra's test configs).
+# Their apps leave version_base unset, which means chdir unless an earlier compose in this process
+# set version_base 1.3 (gdexp's tests do): CHDIR says it either way.
+CHDIR = "hydra.job.chdir=True"
+
+
+@pytest.mark.parametrize(
+    "launcher_name, overrides", [("batched", [CHDIR]), ("batched", [CHDIR, "hydra/sweeper=gdexp"])]
+)
 class TestBatchedLauncher(LauncherTestSuite):
     pass
 
 
-@pytest.mark.parametrize("launcher_name, overrides", [("basic", ["hydra/sweeper=gdexp"])])
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", [CHDIR, "hydra/sweeper=gdexp"])])
 class TestGdexpSweeper(LauncherTestSuite):
     pass
 
 
 @pytest.mark.parametrize(
     "launcher_name, overrides",
-    [("basic", ["hydra/sweeper=gdexp", "hydra.sweeper.max_batch_size=2"])],
+    [("basic", [CHDIR, "hydra/sweeper=gdexp", "hydra.sweeper.max_batch_size=2"])],
 )
 class TestGdexpSweeperInBatches(BatchedSweeperTestSuite):
     pass
@@ -71,7 +78,7 @@ def test_return_values_in_order_match_the_basic_launcher(hydra_sweep_runner, tmp
             task_function=task,
             config_path="configs",
             config_name="compose.yaml",
-            overrides=[*using, "group1=file1,file2", "bar=100,200,300"],
+            overrides=[*using, CHDIR, "group1=file1,file2", "bar=100,200,300"],
             temp_dir=Path(tmpdir) / name,
         )
         with sweep:

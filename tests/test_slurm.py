@@ -133,3 +133,14 @@ def test_an_interrupted_sweep_cancels_its_slurm_jobs_and_they_end_killed(slurm, 
     runs = wait_until(both_killed, timeout=60)  # each job records its run as Slurm's SIGTERM stops it
     assert runs, [(r.info.run_name, r.info.status) for r in all_runs(uri)]
     assert all(0 < r.data.metrics["epochs_run"] < LONG for r in runs)
+
+
+def test_a_cluster_without_accounting_is_named_before_anything_is_submitted(slurm, tmp_path, monkeypatch):
+    from gdexp.sweeps.slurm import check_accounting
+
+    assert check_accounting() is None  # the fixture's cluster has slurmdbd
+    conf = (slurm / "slurm.conf").read_text().replace("accounting_storage/slurmdbd", "accounting_storage/none")
+    (tmp_path / "slurm.conf").write_text(conf)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    said = check_accounting()
+    assert said and "accounting" in said.lower(), said

@@ -41,9 +41,29 @@ def _executor(launcher: Any) -> Any:
     return executor
 
 
+def check_accounting() -> str | None:
+    """Why ``sacct`` does not answer here (None when it does): without accounting, submitit cannot
+    see a job that Slurm ended without a result, and waits for it for ever."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return None if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")
+
+
 def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit the jobs as one array, then wait for each: one ``JobReturn`` per job, in order."""
     config = launcher.config
+    why = check_accounting()
+    if why:
+        print(
+            f"gdexp: warning: sacct fails here ({why}): without Slurm accounting a job that is "
+            "cancelled or killed looks pending for ever, and this sweep would wait for it",
+            flush=True,
+        )
     executor = _executor(launcher)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,22 @@ from gdexp.config import CONF_DIR, group_options, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "tests" / "seeds"  # copies of ../shared/seeds/: the notebooks whose tables gdexp prints
+ACCELERATOR = os.environ.get("GDEXP_TEST_ACCELERATOR")  # e.g. gpu: in-process jobs train there
 OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"no CUDA device (torch {torch.__version__}); scripts/gpu_check.sh runs these")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +64,11 @@ def _no_user_store(request, monkeypatch, tmp_path, store_template):
 def make_config(overrides: list[str] | None = None) -> DictConfig:
     """The config ``python -m gdexp.run OVERRIDES`` would run (without Hydra's runtime node)."""
     register_configs()
+    overrides = list(overrides or [])
+    if ACCELERATOR and not any(o.startswith("accelerator=") for o in overrides):
+        overrides.append(f"accelerator={ACCELERATOR}")  # scripts/gpu_check.sh: the suites on the GPU
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+        return compose(config_name="config", overrides=overrides)
 
 
 def run(overrides: list[str], tmp_path: Path, *, tracking: bool = False):

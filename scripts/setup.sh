@@ -8,7 +8,9 @@
 # Debian/Ubuntu where only `python3` exists and pip refuses to touch the system (PEP 668).
 # PyTorch comes first, pinned to the CPU wheel 2.13.0: a bare `torch` requirement with no torch
 # installed would pull a multi-GB CUDA build. Then gdexp itself, editable; `--test` adds the test
-# tools and Chromium (Debian's package, for the report and UI tests). After `--`, COMMAND runs
+# tools, Chromium (Debian's package, for the report and UI tests) and the packages of a
+# single-node Slurm with accounting (scripts/slurm_cluster.sh starts it for the Slurm tests, which
+# skip, saying why, where they cannot be installed). After `--`, COMMAND runs
 # with the environment's bin/ first on PATH; later shells: `. .venv/bin/activate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,9 +60,18 @@ py="$env_dir/bin/python"
 
 "$py" -m pip install --quiet --disable-pip-version-check torch==2.13.0
 "$py" -m pip install --quiet --disable-pip-version-check -e ".$extras"
+updated=""
+apt_install() {  # apt_install PACKAGE...: Debian packages the tests use, once apt's lists are fresh
+    [ -n "$updated" ] || { as_root apt-get update -qq && updated=1; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 if [ -n "$extras" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    apt_install chromium chromium-driver
+fi
+if [ -n "$extras" ] && ! { command -v sbatch && command -v slurmdbd && command -v mariadbd; } >/dev/null 2>&1; then
+    PATH="$PATH:/usr/sbin" command -v slurmdbd >/dev/null 2>&1 ||
+        apt_install slurmctld slurmd slurmdbd slurm-client munge mariadb-server ||
+        echo "setup.sh: could not install Slurm's packages; the Slurm tests will skip" >&2
 fi
 # The test suite runs notebooks on the environment's own kernel.
 if [ -n "$extras" ]; then

@@ -292,6 +292,7 @@ def test_bad_values_stop_a_batched_sweep_before_any_run(tmp_path, cli_env):
     for args, expected in [
         (["lr=0.1,-1"], "lr=-1.0; allowed: a finite number > 0"),
         (["hydra.launcher.curve_points=10"], "hydra.launcher.curve_points=10"),
+        (["hydra.launcher.writers=0"], "hydra.launcher.writers=0; allowed: an integer >= 1, or null (by store)"),
     ]:
         result = gdexp(["-m", "hydra/launcher=batched", "epochs=5", *args], tmp_path, cli_env)
         assert result.returncode == 2, result.stderr
@@ -319,3 +320,11 @@ def test_interrupted_population_is_recorded_as_killed(tmp_path, cli_env):
         assert 0 < epochs < 3000000
         assert client.get_metric_history(child.info.run_id, "loss")[-1].step == epochs
         assert child.data.tags["gdexp.status"] == "killed"
+
+
+def test_writers_by_store_unless_set():
+    from gdexp.sweeps.batched import writers_for
+
+    assert writers_for("sqlite:////tmp/mlflow.db", None) == 2  # one lock: one store writer, one for artifacts
+    assert writers_for("http://127.0.0.1:5000", None) == 4  # a server takes writes in parallel
+    assert writers_for("postgresql://u@h/db", None) == 4 and writers_for("http://h", 1) == 1

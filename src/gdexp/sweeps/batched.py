@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,16 @@ from gdexp.tracking.tags import run_name
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
 
 
-def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], WriterPool]:
+def writers_for(uri: str, writers: int | None) -> int:
+    """Writer processes for a store: as set, else 2 on SQLite (one store writer, since its writes
+    queue for one lock, and one for the artifacts) and 4 on a server or database that takes
+    writes in parallel (three store writers). ``benchmarks/bench_scale.py`` measured both."""
+    if writers is not None:
+        return writers
+    return 2 if uri.startswith("sqlite:") else 4
+
+
+def start_early(config: DictConfig, writers: int | None) -> dict[tuple[str, str], WriterPool]:
     """What the launcher starts while Hydra still checks the sweep: torch and Lightning imported
     in a thread, and the writer processes for the sweep's store (their MLflow import and store
     opening take seconds). The writer pools are returned for :func:`launch` to use."""
@@ -50,7 +59,7 @@ def start_early(config: DictConfig, writers: int) -> dict[tuple[str, str], Write
     store = (resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd)), str(config.tracking.experiment))
     # It serves every launch of the sweep (a study launches a batch at a time); the sweep's end
     # closes it (WriterPool.close_all, from the sweep callback or at exit).
-    return {store: WriterPool(*store, writers)}
+    return {store: WriterPool(*store, writers_for(store[0], writers))}
 
 
 def _returned(job: SweepJob, value: dict[str, Any] | None, launch_dir: Path) -> JobReturn:
@@ -79,30 +88,34 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         by_rest: dict[tuple[str, ...], list[SweepJob]] = {}
         for job in jobs:
             by_rest.setdefault(job.rest, []).append(job)
-        planned: list[Planned] = []
-        for rest, group in by_rest.items():
+        # Planned, trained and recorded one group at a time: a group's jobs (a config each) are
+        # let go once recorded, so a 10,000-run sweep never holds every job at once.
+        groups, runs, trained_populations = list(by_rest.items()), 0, 0
+        for g, (rest, group) in enumerate(groups, 1):
             base = compose(context, config, list(rest))
             plan = populations(base, group, launch_dir, sweep, " ".join(rest) or "default") if base else None
             if plan is None:
                 singles.extend(group)
                 continue
-            planned.extend(plan.populations)
             for job, run_id in plan.skipped:
                 say_skipped(run_name(job.overrides), run_id)
                 returns[job.index] = _returned(job, {"status": "skipped"}, launch_dir)
             for job, failure in plan.failed:
                 returns[job.index] = _returned(job, failure, launch_dir)
-        for n, population in enumerate(planned, 1):
-            _train_and_record(launcher, population, writers, returns, launch_dir, (n, len(planned)))
-        for member, written in writers.finish():
-            returned = returns[member.sweep_job.index]
+            for n, population in enumerate(plan.populations, 1):
+                where = f"{g}/{len(groups)}" + (f" {n}/{len(plan.populations)}" if len(plan.populations) > 1 else "")
+                _train_and_record(launcher, population, writers, returns, launch_dir, where)
+                runs, trained_populations = runs + len(population.members), trained_populations + 1
+            del plan
+        for index, written in writers.finish():
+            returned = returns[index]
             if returned is not None:
                 returned.return_value["run_id"] = written
-        if planned:
+        if trained_populations:
             counts = Counter(r.return_value["status"] for r in returns if r is not None and r.return_value)
             shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
             print(
-                f"gdexp batched: {sum(len(p.members) for p in planned)} runs in {len(planned)} "
+                f"gdexp batched: {runs} runs in {trained_populations} "
                 f"population(s) in {time.monotonic() - started:.1f} s: {shown}",
                 flush=True,
             )
@@ -119,7 +132,7 @@ def _train_and_record(
     writers: _Writers,
     returns: list[JobReturn | None],
     launch_dir: Path,
-    position: tuple[int, int],
+    where: str,
 ) -> None:
     """Train one population, then record every member as the job it is."""
     from gdexp.training import population  # torch and Lightning: imported early in a thread
@@ -138,9 +151,8 @@ def _train_and_record(
         )
         for c in cfgs
     ]
-    n, total = position
     print(
-        f"gdexp batched [{n}/{total}] {planned.label}: training {len(members)} runs, "
+        f"gdexp batched [{where}] {planned.label}: training {len(members)} runs, "
         f"optimizer={base.optimizer.name}, up to {max(p.epochs for p in pop)} epochs",
         flush=True,
     )
@@ -192,20 +204,26 @@ def _train_and_record(
             queued = []
     writers.submit(queued)
     shown = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
-    print(f"gdexp batched [{n}/{total}] {planned.label}: trained in {trained:.2f} s: {shown}", flush=True)
+    print(f"gdexp batched [{where}] {planned.label}: trained in {trained:.2f} s: {shown}", flush=True)
     if curves.interrupted:
         writers.finish()
         raise RunInterrupted(stop.signum or 2)
 
 
 class _Writers:
-    """Writer pools, one per tracking store, started on first use; records get their run ids."""
+    """Writer pools, one per tracking store, started on first use; records get their run ids.
 
-    def __init__(self, size: int, pools: dict[tuple[str, str], WriterPool]):
+    Training outpaces any store, so at most ``BACKLOG`` finished runs wait to be written: beyond
+    that, recording waits for the oldest (the store sets the pace either way; memory stays flat)."""
+
+    BACKLOG = 1000
+
+    def __init__(self, size: int | None, pools: dict[tuple[str, str], WriterPool]):
         self.size = size
         self.pools = dict(pools)
         self.given = set(pools)  # the launcher's: they serve its later launches too (a study's batches)
-        self.pending: list[tuple[Member, Future]] = []  # (member, future of its MLflow run id)
+        self.pending: deque[tuple[int, Path, Future]] = deque()  # (job index, job dir, future of its run id)
+        self.done: list[tuple[int, str | None]] = []
 
     def submit(self, queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]]) -> None:
         by_store: dict[tuple[str, str], list[tuple[Member, tuple[FinishedRun, RunFiles]]]] = {}
@@ -214,20 +232,27 @@ class _Writers:
             by_store.setdefault(store, []).append((member, run))
         for store, items in by_store.items():
             if store not in self.pools:
-                self.pools[store] = WriterPool(*store, self.size)
+                self.pools[store] = WriterPool(*store, writers_for(store[0], self.size))
             futures = self.pools[store].submit([run for _, run in items])
-            self.pending.extend(zip((member for member, _ in items), futures))
+            self.pending.extend((m.sweep_job.index, m.job.output_dir, f) for (m, _), f in zip(items, futures))
+        while len(self.pending) > self.BACKLOG:
+            self._settle()
 
-    def finish(self) -> list[tuple[Member, str | None]]:
-        """Wait for every queued run; (member, MLflow run id or None) for each, also in its run.json."""
-        written = []
-        for member, future in self.pending:
-            run_id = future.result()
-            if run_id is not None:
-                set_run_id(member.job.output_dir, run_id)
-            written.append((member, run_id))
-        self.pending = []
-        return written
+    def _settle(self) -> None:
+        """Wait for the oldest queued run; its MLflow run id (or None) goes into its run.json."""
+        index, folder, future = self.pending.popleft()
+        run_id = future.result()
+        if run_id is not None:
+            set_run_id(folder, run_id)
+        self.done.append((index, run_id))
+
+    def finish(self) -> list[tuple[int, str | None]]:
+        """Wait for every queued run; (job index, MLflow run id or None) for each written since
+        the last call."""
+        while self.pending:
+            self._settle()
+        done, self.done = self.done, []
+        return done
 
     def close(self) -> None:
         for store, pool in self.pools.items():

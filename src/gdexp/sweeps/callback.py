@@ -48,8 +48,8 @@ def check_launcher(config: DictConfig) -> None:
         points = launcher.curve_points
         if not isinstance(points, int) or (points != 0 and points < 100):
             raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
-        if not isinstance(launcher.writers, int) or launcher.writers < 1:
-            raise ConfigError("hydra.launcher.writers", launcher.writers, "an integer >= 1")
+        if launcher.writers is not None and (not isinstance(launcher.writers, int) or launcher.writers < 1):
+            raise ConfigError("hydra.launcher.writers", launcher.writers, "an integer >= 1, or null (by store)")
     elif target.endswith("JoblibLauncher"):
         n_jobs = launcher.n_jobs
         if not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1024:

@@ -26,8 +26,10 @@ class BatchedLauncherConf:
     # Steps per metric curve in MLflow: an even grid with the first and last epoch (0: every
     # epoch). Each run's history.csv keeps every epoch whatever this says.
     curve_points: int = 100
-    # Writer processes that write finished runs to MLflow in parallel with training.
-    writers: int = 2
+    # Writer processes that write finished runs to MLflow in parallel with training; null: by
+    # store (2 on SQLite, whose writes queue for one lock; 4 on a server, which takes them in
+    # parallel). Measured by benchmarks/bench_scale.py.
+    writers: int | None = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="gdexp")
@@ -36,7 +38,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 class BatchedLauncher(BasicLauncher):
     """Groups the jobs that can share one computation and trains each group as one population."""
 
-    def __init__(self, curve_points: int = 100, writers: int = 2) -> None:
+    def __init__(self, curve_points: int = 100, writers: int | None = None) -> None:
         super().__init__()
         self.curve_points, self.writers = curve_points, writers
         self.gdexp = False  # whether the app is gdexp (else: the basic launcher)

@@ -132,9 +132,15 @@ def test_failing_jobs_of_a_joblib_sweep_fail_the_sweep(tmp_path, tagged_env):
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adam", "engine=lightning,numpy"]
     result = gdexp([*args, "epochs=5"], tmp_path, tagged_env)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("gdexp: error: engine=numpy")
+    # the last line names the job, then says why as the job said it
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("gdexp: error: [optimizer=adam,engine=numpy,epochs=5] engine=numpy")
+    )
     assert "Traceback" not in result.stderr
-    assert statuses(tagged_env["MLFLOW_TRACKING_URI"]) == {"FINISHED": 4}  # 3 jobs and the parent
+    # 3 jobs ran; the bad one made no run; the sweep's parent ends FAILED, as the exit says
+    assert statuses(tagged_env["MLFLOW_TRACKING_URI"]) == {"FINISHED": 3, "FAILED": 1}
 
 
 @pytest.mark.parametrize("how", ["sigterm to the main process", "ctrl-c to the process group"])

@@ -57,6 +57,7 @@ def test_resume_trains_only_the_missing_runs(launcher, tmp_path, cli_env):
     resumed = gdexp(again, tmp_path, cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("skipped: finished already") == 2
+    assert "gdexp sweep: 2 runs · " in resumed.stdout and "· 2 skipped as finished already" in resumed.stdout
     if launcher == "batched":
         assert "training 2 runs" in resumed.stdout
     children = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]

@@ -106,7 +106,7 @@ def _why(job: Any, err: Exception) -> str:
         state = "UNKNOWN"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     error = next((line for line in reversed(lines) if "Error" in line or "error:" in line), lines[-1] if lines else "")
-    said = f"Slurm job {job.job_id} ended {state.split()[0]} without a result"
+    said = f"Slurm job {job.job_id} ended {(state.split() or ['UNKNOWN'])[0]} without a result"
     if "has not produced any output" not in error and error:
         said += f" ({error[:200]})"
     return f"{said}; its log: {job.paths.stderr}"

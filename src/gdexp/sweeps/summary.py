@@ -122,7 +122,7 @@ def print_sweep_summary(
 ) -> None:
     """The lines that end a sweep on the terminal: where it is, how it went, what to do next."""
     total = len(outcome.runs)
-    also = f" · {skipped} skipped: finished already" if skipped else ""
+    also = f" · {skipped} skipped as finished already" if skipped else ""
     print(f"\ngdexp sweep: {total} runs · {outcome.counts_text()}{also}")
     if parent:
         print(f"  MLflow parent run {parent} · experiment {experiment}")

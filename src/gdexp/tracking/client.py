@@ -38,6 +38,9 @@ class Tracker:
         theirs.close()
         self._conn = Connection(ours.detach())
         self._ready: str | None = None
+        # One request and its answer at a time: a batched sweep's writer threads share this
+        # writer with the main thread (which looks up finished runs while they write).
+        self._lock = threading.RLock()
         if not Tracker._atexit_registered:
             atexit.register(Tracker.close_all)
             Tracker._atexit_registered = True
@@ -58,6 +61,10 @@ class Tracker:
 
     def ready(self, timeout: float = 120.0) -> str:
         """Wait until the store is open; its experiment id, or a :class:`TrackingError`."""
+        with self._lock:
+            return self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> str:
         if self._ready is None:
             if not self._conn.poll(timeout):
                 raise TrackingError(
@@ -75,7 +82,11 @@ class Tracker:
         return self._ready
 
     def call(self, op: p.Op, timeout: float = 300.0) -> Any:
-        """Send an ``answered`` operation and wait for its value."""
+        """Send an ``answered`` operation and wait for its value (one caller at a time)."""
+        with self._lock:
+            return self._call(op, timeout)
+
+    def _call(self, op: p.Op, timeout: float) -> Any:
         self.ready()
         name = type(op).__name__
         try:
@@ -98,7 +109,8 @@ class Tracker:
     def send(self, op: p.Op) -> None:
         """Queue an unanswered operation: a writer that is gone loses nothing the run's record keeps."""
         try:
-            self._conn.send(op)
+            with self._lock:
+                self._conn.send(op)
         except OSError:
             pass
 
@@ -182,8 +194,8 @@ class WriterPool:
     Store writers create the runs (the first is the process's own writer, which opened the
     sweep's parent run: one MLflow start-up less); one more writer, when there are two or more,
     draws the loss curves and stores the artifacts of the runs they created, which needs no store
-    call. All of it overlaps the main process training the next population. Not thread-safe with
-    other users of the process's writer: a launch uses it alone until :meth:`close`."""
+    call. All of it overlaps the main process training the next population; the process's writer
+    takes one request at a time, so the main thread may use it meanwhile."""
 
     CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
 

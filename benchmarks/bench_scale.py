@@ -86,10 +86,12 @@ class Peak:
         return self.peak
 
 
-def sweep(uri: str, runs: int, writers: int) -> dict:
-    """The batched sweep of ``runs`` runs into ``uri``: wall seconds, peak MiB, checked."""
+def sweep(uri: str, runs: int, writers: int | None) -> dict:
+    """The batched sweep of ``runs`` runs into ``uri`` (``writers``: None for gdexp's default):
+    wall seconds, peak MiB, checked."""
     folder = Path(tempfile.mkdtemp(prefix="gdexp-scale-"))
-    args = ["-m", "hydra/launcher=batched", f"hydra.launcher.writers={writers}", f"tracking.uri={uri}", *grid(runs)]
+    using = [f"hydra.launcher.writers={writers}"] if writers else []
+    args = ["-m", "hydra/launcher=batched", *using, f"tracking.uri={uri}", *grid(runs)]
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gdexp.run", *args],
@@ -217,17 +219,17 @@ def main() -> None:
     ap.add_argument("--table-stores", default="sqlite,server", help="stores of the writers table ('' for none)")
     args = ap.parse_args()
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # the floor's client: no link per run
-    from hydra_plugins.gdexp_plugins.batched_launcher import BatchedLauncherConf
+    from gdexp.sweeps.batched import writers_for
 
-    default_writers = args.full_writers or BatchedLauncherConf.writers
     stores = Stores()
     results: dict = {"machine": f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB"}
     try:
         for kind in ["sqlite", "server"]:
             if kind in args.full_stores.split(","):
                 uri = stores.fresh(kind)
+                default_writers = writers_for(uri, args.full_writers)
                 print(f"[{kind}] {args.runs} runs, batched, {default_writers} writers ...", flush=True)
-                full = sweep(uri, args.runs, default_writers)
+                full = sweep(uri, args.runs, args.full_writers)
                 print(f"[{kind}]   {full}", flush=True)
                 base = floor(stores.fresh(kind), args.runs, sample_run(uri))
                 print(f"[{kind}]   floor {base}", flush=True)

@@ -92,9 +92,9 @@ def cli_env(tmp_path) -> dict[str, str]:
 def _close_writers():
     """Each test's MLflow writer processes end with it."""
     yield
-    from gdexp.tracking.client import Tracker
+    from gdexp.session import SESSION
 
-    Tracker.close_all()
+    SESSION.close_writers()
 
 
 def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, module: str = "gdexp.run", **kw):

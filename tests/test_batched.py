@@ -17,7 +17,7 @@ from conftest import OPTIMIZERS, all_runs, gdexp, make_config, run, start_gdexp
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from gdexp.tracking.client import Tracker
+from gdexp.session import SESSION
 from gdexp.training.engines import make_optimizer
 from gdexp.training.population import lr_linear
 
@@ -167,7 +167,7 @@ def test_every_member_is_its_own_complete_child_run(sweep, tmp_path):
     overrides = ["optimizer=adam", "lr=0.08", "bias=true", "epochs=70", "data=line_intercept"]
     own_store = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the test's store, not the sweep's
     reference_id = run(overrides, tmp_path, tracking=True).run_id
-    Tracker.close_all()  # its writer draws loss_curve.png after the run ends
+    SESSION.close_writers()  # its writer draws loss_curve.png after the run ends
     reference = own_store.get_run(reference_id)
     member = by_name[",".join(overrides)]
     assert member.data.params == reference.data.params

@@ -6,8 +6,9 @@ import pytest
 from conftest import OPTIMIZERS, make_config
 from omegaconf import OmegaConf
 
-from gdexp.checks import one_line, validate
+from gdexp.checks import validate
 from gdexp.config import ConfigError, group_options
+from gdexp.explain import one_line
 from gdexp.training.data import LOADERS, load_data
 
 BAD = [  # overrides -> the key the error names

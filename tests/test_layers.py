@@ -14,8 +14,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gdexp"
 # import its own layer's modules (without cycles) and those of lower layers.
 LAYERS = {
     "gdexp.errors": 0,
+    "gdexp.session": 0,
     "gdexp.config": 1,
+    "gdexp.commandline": 1,
     "gdexp.checks": 2,
+    "gdexp.explain": 2,
     "gdexp.training": 3,
     "gdexp.tracking": 4,
     "gdexp.outcome": 5,
@@ -123,3 +126,94 @@ def test_no_module_is_long_without_a_reason():
     """Small modules that read top to bottom; the longest stay within about 350 lines."""
     long = {module_name(p): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 360}
     assert long == {}
+
+
+# --------------------------------------------------------------------------- one owner per thing
+
+URI_HELPERS = {"resolve_uri", "masked", "mask_text", "scrub_credentials", "TrackingError", "TRACKING_ALLOWED"}
+
+
+def imported_names(path: Path, module: str) -> set[str]:
+    """The names ``path`` imports from ``module`` (``from module import a, b``), at any depth."""
+    return {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == module
+        for alias in node.names
+    }
+
+
+def sources() -> dict[str, str]:
+    return {module_name(p): p.read_text() for p in [*SRC.rglob("*.py"), *(SRC.parent / "hydra_plugins").rglob("*.py")]}
+
+
+def test_no_module_outside_tracking_takes_a_uri_helper_from_the_store():
+    """URIs and secrets are :mod:`gdexp.tracking.uri`'s; the store module is for stores."""
+    paths = [*SRC.rglob("*.py"), *(SRC.parent / "hydra_plugins").rglob("*.py")]
+    wrong = {
+        str(p.relative_to(SRC.parent)): names
+        for p in paths
+        if "tracking" not in p.relative_to(SRC.parent).parts
+        and (names := imported_names(p, "gdexp.tracking.store") & URI_HELPERS)
+    }
+    assert wrong == {}
+    store = (SRC / "tracking" / "store.py").read_text()
+    assert not any(f"def {name}(" in store for name in URI_HELPERS), "the store defines a URI helper again"
+
+
+def test_the_uri_is_resolved_at_the_edges_only():
+    """``resolve_uri`` is called where a URI enters: its own module (Target.of), and the two
+    command lines that take ``--tracking-uri`` (compare, ui); everything else is handed a Target."""
+    callers = {name for name, text in sources().items() if "resolve_uri(" in text}
+    assert callers <= {"gdexp.tracking.uri", "gdexp.compare.runs", "gdexp.ui"}, callers
+
+
+def test_launchers_and_sweepers_are_known_by_type_not_by_name():
+    found = {
+        name
+        for name, text in sources().items()
+        for suffix in ("Launcher", "Sweeper")
+        if f'endswith("{suffix}' in text or f'{suffix}" in' in text or f"endswith('{suffix}" in text
+    }
+    assert found == set()
+
+
+def test_process_state_has_one_owner():
+    """What a command has seen and opened lives in :data:`gdexp.session.SESSION`, reset by one call,
+    not in module globals or class attributes."""
+    texts = sources()
+    for name in ("FAILURES", "SKIPPED", "ACTIVE", "_TASK_STARTED"):
+        assert not any(f"\n{name}: " in t or f"\n{name} = " in t for t in texts.values()), name
+    assert not [n for n, t in texts.items() if "ClassVar[dict" in t or "ClassVar[list" in t], (
+        "a class attribute holds process state"
+    )
+
+
+def test_every_user_facing_error_is_a_user_error():
+    """Every exception a user may see is a :class:`gdexp.errors.UserError` (one line, an exit
+    status); the few others are control flow, never shown."""
+    import importlib
+    import inspect
+
+    from gdexp.errors import UserError
+
+    control_flow = {"SweepAborted", "RunInterrupted", "StopSignal"}
+    wrong = []
+    for name in sorted(sources()):
+        if not name.startswith("gdexp") or name.endswith("__main__") or name == "gdexp.tracking.writer":
+            continue
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name or not issubclass(cls, BaseException) or cls_name in control_flow:
+                continue
+            if not issubclass(cls, UserError):
+                wrong.append(f"{name}.{cls_name}")
+    assert wrong == []
+
+
+def test_one_argument_parser_for_every_command_line():
+    texts = sources()
+    parsers = {n for n, t in texts.items() if "(argparse.ArgumentParser)" in t or "argparse.ArgumentParser(" in t}
+    assert parsers == {"gdexp.commandline"}
+    for command in ("gdexp.compare.cli", "gdexp.ui", "gdexp.sync"):
+        assert "OneLineParser(" in texts[command], command

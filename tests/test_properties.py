@@ -10,7 +10,7 @@ from conftest import OPTIMIZERS, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdexp.checks import is_config_error, one_line
+from gdexp.explain import is_config_error, one_line
 from gdexp.job import run_job
 
 NUMBERS = st.one_of(

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from gdexp.tracking import protocol as p
 from gdexp.tracking.client import Tracker, WriterPool
-from gdexp.tracking.store import TrackingError, masked
+from gdexp.tracking.uri import TrackingError, masked
 from gdexp.tracking.writer import Writer
 
 

@@ -23,20 +23,18 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from gdexp.checks import is_config_error, one_line
 from gdexp.compare.runs import records_frame, select_runs
 from gdexp.compare.tables import runs_table
 from gdexp.config import CONF_DIR, ConfigError, register_configs
-from gdexp.failures import FAILURES, SKIPPED
+from gdexp.explain import is_config_error, one_line
 from gdexp.job import run_job
 from gdexp.outcome import Outcome
+from gdexp.session import SESSION
 from gdexp.sweeps.callback import SweepAborted
-from gdexp.sweeps.interrupt import ACTIVE, close_sweeps
+from gdexp.sweeps.interrupt import close_sweeps
 from gdexp.sweeps.overrides import value_text
 from gdexp.task import hydra_task
-from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo
-from gdexp.tracking.store import resolve_uri
 from gdexp.training.history import RunInterrupted
 
 LAUNCHERS = ("basic", "batched", "joblib", "slurm", "submitit_local")
@@ -149,9 +147,10 @@ def train(
     listed = _key_overrides(keys, sweep=False) + _tracking_overrides(tracking, tracking_uri) + list(overrides)
     folder = Path(output_dir).resolve() if output_dir is not None else _now_dir("outputs")
     try:
-        with _hydra_free(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="gdexp"):
-            cfg: DictConfig = compose(config_name="config", overrides=listed)
-        outcome = run_job(cfg, overrides=listed, output_dir=folder, launch_dir=Path.cwd(), quiet=quiet)
+        with SESSION.command():
+            with _hydra_free(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="gdexp"):
+                cfg: DictConfig = compose(config_name="config", overrides=listed)
+            outcome = run_job(cfg, overrides=listed, output_dir=folder, launch_dir=Path.cwd(), quiet=quiet)
     except RunInterrupted:
         raise KeyboardInterrupt from None  # recorded KILLED first, by run_job
     except Exception as err:
@@ -194,12 +193,22 @@ def sweep(
     # Hydra's logging is the command line's business: a notebook's logging is left as it is.
     listed += [f"hydra.sweep.dir={value_text(str(folder))}", "hydra.mode=MULTIRUN"]
     listed += ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+    with SESSION.command():
+        _multirun(listed, quiet)
+        failures = list(SESSION.failures)
+        target = SESSION.sweeps[-1].target if SESSION.sweeps else None
+    if failures and all(f.bad_input for f in failures):
+        raise ConfigError.said(failures[0].message)
+    for failure in failures:
+        warnings.warn(f"gdexp: job [{failure.name}] failed: {failure.message}", stacklevel=2)
+    return _sweep_table(folder, target.uri if target else None)
+
+
+def _multirun(listed: list[str], quiet: bool) -> None:
+    """Hydra's multirun in this process, whatever goes wrong said as :func:`sweep` says it."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
 
-    FAILURES.clear()
-    SKIPPED.clear()
-    opened = len(ACTIVE)
     try:
         with _hydra_free():
             search_path = create_config_search_path(str(CONF_DIR))
@@ -211,7 +220,7 @@ def sweep(
                 with_log_configuration=False,
             )
     except (KeyboardInterrupt, RunInterrupted):
-        Tracker.close_all()
+        SESSION.close_writers()
         close_sweeps(stop_workers=False)  # the kernel's other processes are not ours to stop
         raise KeyboardInterrupt from None
     except SweepAborted as err:
@@ -221,15 +230,6 @@ def sweep(
         if said is err:
             raise
         raise said from None
-    finally:
-        del ACTIVE[opened:]
-    failures = list(FAILURES)
-    FAILURES.clear()
-    if failures and all(f.bad_input for f in failures):
-        raise ConfigError.said(failures[0].message)
-    for failure in failures:
-        warnings.warn(f"gdexp: job [{failure.name}] failed: {failure.message}", stacklevel=2)
-    return _sweep_table(folder, _store_uri(tracking_uri, overrides) if tracking else None)
 
 
 def _sweep_table(folder: Path, uri: str | None) -> pd.DataFrame:
@@ -242,11 +242,3 @@ def _sweep_table(folder: Path, uri: str | None) -> pd.DataFrame:
     table = runs_table(runs).rename_axis("run_id").reset_index()
     table.attrs.update(parent_run_id=parent, sweep_dir=str(folder))
     return table
-
-
-def _store_uri(tracking_uri: str | None, overrides: Sequence[str]) -> str:
-    """The store the sweep's jobs wrote to: the last ``tracking.uri`` given, else the default."""
-    for item in overrides:
-        if item.startswith("tracking.uri="):
-            tracking_uri = item.split("=", 1)[1].strip("'\"")
-    return resolve_uri(None if tracking_uri in (None, "null") else tracking_uri, Path.cwd())

@@ -3,35 +3,17 @@ process the launcher ran the job in (a joblib worker's errors would stay in the 
 
 A job that fails returns :meth:`JobFailure.returned` as its value; the gdexp sweeper hands every
 launcher's returns to :func:`note_failures` in the main process, and ``gdexp.run`` exits non-zero
-when :data:`FAILURES` holds any (2 when all were bad input, 1 otherwise).
+when the session (:data:`gdexp.session.SESSION`) holds any (2 when all were bad input, 1 otherwise).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any
 
-from gdexp.checks import is_config_error, one_line
+from gdexp.explain import is_config_error, one_line
+from gdexp.session import SESSION, JobFailure
 from gdexp.tracking.tags import run_name
-
-
-@dataclass(frozen=True)
-class JobFailure:
-    """A job that failed: its run name, the one line that says why, whether it was bad input."""
-
-    name: str
-    message: str
-    bad_input: bool
-    swept: bool = False  # a sweep's job: the command's last line names it
-
-    def returned(self) -> dict[str, Any]:
-        """As a job's return value: it reaches the main process from any launcher's workers."""
-        return {"status": "failed", "error": self.message, "bad_input": self.bad_input, "name": self.name}
-
-
-FAILURES: list[JobFailure] = []  # the failed jobs of this command, for its exit status
-SKIPPED: list[str] = []  # the jobs ``tracking.skip_finished`` found FINISHED, whatever process ran them
 
 
 def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
@@ -41,7 +23,7 @@ def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict
     if multirun:
         print(f"gdexp: job [{failure.name}] failed: {failure.message}", file=sys.stderr, flush=True)
     else:
-        FAILURES.append(failure)
+        SESSION.failures.append(failure)
     return failure.returned()
 
 
@@ -51,10 +33,10 @@ def note_failures(returns: Any) -> None:
     for ret in returns:
         value = getattr(ret, "_return_value", None)
         if isinstance(value, dict) and value.get("status") == "skipped":
-            SKIPPED.append(run_name(list(getattr(ret, "overrides", None) or [])))
+            SESSION.skipped.append(run_name(list(getattr(ret, "overrides", None) or [])))
         elif isinstance(value, dict) and value.get("status") == "failed":
             name, error, bad = str(value.get("name", "?")), str(value["error"]), bool(value["bad_input"])
-            FAILURES.append(JobFailure(name, error, bad, swept=True))
+            SESSION.failures.append(JobFailure(name, error, bad, swept=True))
         elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
             name = run_name(list(getattr(ret, "overrides", None) or []))
-            FAILURES.append(JobFailure(name, one_line(value), is_config_error(value), swept=True))
+            SESSION.failures.append(JobFailure(name, one_line(value), is_config_error(value), swept=True))

@@ -26,8 +26,8 @@ from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG, dataset_spec, run_description
 from gdexp.tracking.protocol import DatasetSpec, FinishedRun, RunFiles
 from gdexp.tracking.record import SUPERSEDED_TAG, RunInfo, RunRecord, SweepInfo, thin_steps, unfinished_attempt
-from gdexp.tracking.store import TrackingError, masked, resolve_uri
 from gdexp.tracking.tags import cluster_tags, masked_overrides, run_name, source_tags
+from gdexp.tracking.uri import Target, TrackingError, masked
 from gdexp.training.analysis import pred_names, predictions, status
 from gdexp.training.data import Dataset, load_data, predict_points
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop, param_names
@@ -112,7 +112,7 @@ class Job:
             tags={**run_tags(plain, overrides, output_dir, parent), **(sweep.trial_tags(job_num) if sweep else {})},
             params=flatten(plain),
             config_yaml=config_yaml(plain),
-            uri=resolve_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None,
+            uri=target.uri if (target := Target.of(cfg.tracking, launch_dir)) else None,
             parent=parent,
             dataset=dataset_spec(data, cfg.data, launch_dir),
             started_ms=started_ms,

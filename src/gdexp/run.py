@@ -16,23 +16,21 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from gdexp.checks import is_config_error, one_line
 from gdexp.config import CONF_DIR, register_configs
-from gdexp.failures import FAILURES
+from gdexp.explain import is_config_error, one_line
+from gdexp.session import SESSION
 from gdexp.sweeps.callback import SweepAborted
 from gdexp.sweeps.interrupt import close_sweeps
 from gdexp.task import hydra_task
-from gdexp.tracking.client import Tracker
-from gdexp.tracking.store import mask_text
+from gdexp.tracking.uri import mask_text
 from gdexp.training.history import RunInterrupted
 
 register_configs()
-_TASK_STARTED: list[bool] = []  # empty while Hydra is still composing the configuration
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
-    _TASK_STARTED.append(True)
+    SESSION.task_started = True  # from here on, a failure is the job's, not the configuration's
     return hydra_task(cfg)
 
 
@@ -57,14 +55,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _report_failures() -> None:
     """The failed jobs of the command, in one line; exit 2 when all were bad input, 1 otherwise.
     A sweep's line names the job and says how to rerun only what did not finish."""
-    first = FAILURES[0]
+    failures = SESSION.failures
+    first = failures[0]
     said = f"[{first.name}] {first.message}" if first.swept else first.message
-    message = said if len(FAILURES) == 1 else f"{len(FAILURES)} jobs failed; the first, {said}"
-    bad_input = all(f.bad_input for f in FAILURES)
+    message = said if len(failures) == 1 else f"{len(failures)} jobs failed; the first, {said}"
+    bad_input = all(f.bad_input for f in failures)
     if first.swept and not bad_input:
         message += "; the same command with tracking.skip_finished=true reruns only the jobs that did not finish"
     print(f"gdexp: error: {message}", file=sys.stderr)
-    Tracker.close_all()
+    SESSION.close_writers()
     sys.exit(2 if bad_input else 1)
 
 
@@ -78,15 +77,16 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     _mask_log_records()
+    SESSION.begin()
     try:
         _hydra_main()
-        if FAILURES:
+        if SESSION.failures:
             _report_failures()
     except RunInterrupted as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"gdexp: interrupted by {err}; what ran so far is recorded as KILLED", file=sys.stderr)
-        Tracker.close_all()
+        SESSION.close_writers()
         close_sweeps()
         # Everything is recorded: leave without the exit hooks of parallel launchers, whose workers
         # are gone and would only complain about it.
@@ -98,9 +98,9 @@ def main() -> None:
             raise
         cause = err.error if isinstance(err, SweepAborted) else err
         print(f"gdexp: error: {one_line(cause)}", file=sys.stderr)
-        Tracker.close_all()
+        SESSION.close_writers()
         # Whatever fails before the first job starts is the configuration's fault.
-        sys.exit(2 if is_config_error(cause) or not _TASK_STARTED else 1)
+        sys.exit(2 if is_config_error(cause) or not SESSION.task_started else 1)
 
 
 if __name__ == "__main__":

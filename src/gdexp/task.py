@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from gdexp.failures import job_failed
 from gdexp.job import run_job
 from gdexp.tracking.record import read_sweep, sweep_dir
-from gdexp.tracking.store import scrub_credentials
+from gdexp.tracking.uri import scrub_credentials
 
 
 def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:

@@ -20,30 +20,18 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from gdexp.commandline import OneLineParser, user_errors
+from gdexp.errors import UserError
 from gdexp.tracking.links import DEFAULT_UI_HOST, DEFAULT_UI_PORT, run_link, runs_link, ui_base
-from gdexp.tracking.store import TrackingError, masked, resolve_uri
+from gdexp.tracking.uri import masked, resolve_uri
 
 KIND_TAG = "mlflow.experimentKind"
 
 
-class UIError(Exception):
+class UIError(UserError):
     """Said in one line, exit status 2 (bad input) or 1 (the server failed)."""
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
-
-
-def _fail(message: str, status: int = 2) -> NoReturn:
-    print(f"gdexp-ui: error: {message}", file=sys.stderr)
-    sys.exit(status)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(message)
 
 
 def _port(text: str) -> int:
@@ -53,7 +41,7 @@ def _port(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gdexp-ui", description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p = OneLineParser(prog="gdexp-ui", description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--host", default=DEFAULT_UI_HOST, help="the address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=DEFAULT_UI_PORT, help="default 5000")
     p.add_argument("--experiment", default="gdexp", help="the experiment the links open on (default gdexp)")
@@ -147,61 +135,60 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``gdexp-ui`` console script."""
     args = parser().parse_args(argv)
-    try:
-        uri = resolve_uri(args.tracking_uri, Path.cwd())
-    except TrackingError as err:
-        _fail(str(err))
-    try:
-        if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
-            base = ui_base(uri)
-            print(f"gdexp-ui: {masked(uri)} is a tracking server: its UI is {base}")
-            for line in links(base, args.experiment, *where(uri, args.experiment)):
-                print(line)
-            return
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-            raise UIError(
-                f"--tracking-uri={masked(uri)}: no MLflow store there yet; allowed: the directory you ran "
-                "`python -m gdexp.run` in, or --tracking-uri / MLFLOW_TRACKING_URI naming its store"
-            )
-        if not _port_free(args.host, args.port):
-            raise UIError(f"--port={args.port}: {args.host}:{args.port} is in use; allowed: a free port (--port 5001)")
-        found = where(uri, args.experiment)
-        base = ui_base(None, args.host, args.port)
-        with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
-            log_path = Path(log.name)
-            process = start_server(uri, args.host, args.port, log)
-        stopping: list[float] = []
+    with user_errors("gdexp-ui"):
+        _serve(args)
 
-        def on_signal(signum: int, frame: Any) -> None:
-            # Only a signal here: waiting on the server inside a handler would deadlock the wait
-            # the main loop is in.
-            if not stopping and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-            stopping.append(time.monotonic())
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
-        try:
-            wait_until_up(process, base, log_path)
-            print(f"gdexp-ui: MLflow's UI for {masked(uri)} on {base} (Ctrl-C stops it)", flush=True)
-            for line in links(base, args.experiment, *found):
-                print(line, flush=True)
-            while process.poll() is None:
-                if stopping and time.monotonic() - stopping[0] > 10:
-                    os.killpg(process.pid, signal.SIGKILL)  # the server's graceful end took too long
-                time.sleep(0.2)
-        except UIError:
-            if not stopping:
-                raise
-        finally:
-            stop(process)
+def _serve(args: argparse.Namespace) -> None:
+    uri = resolve_uri(args.tracking_uri, Path.cwd())  # resolved once: every step below is given it
+    if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
+        base = ui_base(uri)
+        print(f"gdexp-ui: {masked(uri)} is a tracking server: its UI is {base}")
+        for line in links(base, args.experiment, *where(uri, args.experiment)):
+            print(line)
+        return
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise UIError(
+            f"--tracking-uri={masked(uri)}: no MLflow store there yet; allowed: the directory you ran "
+            "`python -m gdexp.run` in, or --tracking-uri / MLFLOW_TRACKING_URI naming its store"
+        )
+    if not _port_free(args.host, args.port):
+        raise UIError(f"--port={args.port}: {args.host}:{args.port} is in use; allowed: a free port (--port 5001)")
+    found = where(uri, args.experiment)
+    base = ui_base(None, args.host, args.port)
+    with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+        process = start_server(uri, args.host, args.port, log)
+    stopping: list[float] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Only a signal here: waiting on the server inside a handler would deadlock the wait
+        # the main loop is in.
+        if not stopping and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        stopping.append(time.monotonic())
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        wait_until_up(process, base, log_path)
+        print(f"gdexp-ui: MLflow's UI for {masked(uri)} on {base} (Ctrl-C stops it)", flush=True)
+        for line in links(base, args.experiment, *found):
+            print(line, flush=True)
+        while process.poll() is None:
+            if stopping and time.monotonic() - stopping[0] > 10:
+                os.killpg(process.pid, signal.SIGKILL)  # the server's graceful end took too long
+            time.sleep(0.2)
+    except UIError:
         if not stopping:
-            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            raise UIError(f"MLflow's server exited ({process.returncode}): {lines[-1] if lines else ''}", 1)
-        log_path.unlink(missing_ok=True)
-        print("gdexp-ui: stopped")
-    except UIError as err:
-        _fail(str(err), err.status)
+            raise
+    finally:
+        stop(process)
+    if not stopping:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        raise UIError(f"MLflow's server exited ({process.returncode}): {lines[-1] if lines else ''}", 1)
+    log_path.unlink(missing_ok=True)
+    print("gdexp-ui: stopped")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 
+from gdexp.commandline import OneLineParser, user_errors
 from gdexp.compare import plots, report
 from gdexp.compare.runs import SelectionError, select_runs, sweeps
 from gdexp.compare.tables import FORMATS, group_table, pivot, render, runs_table, sort_table
@@ -41,16 +41,8 @@ def _write(path: Path, text: str) -> None:
         raise SelectionError(f"--out={path}: {err.strerror or err}; allowed: a file in a writable folder") from None
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, its errors said in one line (no usage block), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"gdexp-compare: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="gdexp-compare", description="Tables, plots and reports from gdexp's MLflow runs.")
+    parser = OneLineParser(prog="gdexp-compare", description="Tables, plots and reports from gdexp's MLflow runs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     table = sub.add_parser("table", help="one row per run, a pivot grid, or grouped seeds")
@@ -123,53 +115,55 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``gdexp-compare`` console script."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "table":
-            text = _table_command(args)
-            if args.out:
-                _write(Path(args.out), text if text.endswith("\n") else text + "\n")
-                print(f"wrote {args.out}")
-            else:
-                print(text, end="" if text.endswith("\n") else "\n")
-        elif args.command == "sweeps":
-            found = sweeps(args.experiment, args.tracking_uri)
-            if found.empty:
-                print(f"no sweeps in experiment {args.experiment}")
-            for _, row in found.iterrows():
-                print(
-                    f"{row['run_id']}  {pd.to_datetime(row['start_time'], unit='ms'):%Y-%m-%d %H:%M}  "
-                    f"{row.get('tags.gdexp.jobs', '?')} jobs  {row['run_name']}"
-                )
-        elif args.command == "plot":
-            runs = select_runs(args.experiment, args.sweep, args.filter, args.tracking_uri)
-            if args.kind == "study":
-                _study_plots(args)
-                return
-            try:
-                paths = plots.save(
-                    runs,
-                    args.kind,
-                    Path(args.out),
-                    by=args.by,
-                    pivot=args.pivot,
-                    value=args.value,
-                    uri=args.tracking_uri,
-                )
-            except OSError as err:
-                raise SelectionError(
-                    f"--out={args.out}: {err.strerror or err}; allowed: a writable folder for the PNGs"
-                ) from None
-            for path in paths:
-                print(f"wrote {path}")
-        elif args.command == "report":
-            try:
-                path = report.build(
-                    args.experiment, args.sweep, args.filter, args.tracking_uri, Path(args.out) if args.out else None
-                )
-            except OSError as err:
-                raise SelectionError(f"--out={args.out}: {err.strerror or err}; allowed: a writable file") from None
-            print(f"wrote {path}")
-    except SelectionError as err:
-        print(f"gdexp-compare: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with user_errors("gdexp-compare"):
+            _command(args)
     except BrokenPipeError:  # `gdexp-compare table | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _command(args: argparse.Namespace) -> None:
+    if args.command == "table":
+        text = _table_command(args)
+        if args.out:
+            _write(Path(args.out), text if text.endswith("\n") else text + "\n")
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+    elif args.command == "sweeps":
+        found = sweeps(args.experiment, args.tracking_uri)
+        if found.empty:
+            print(f"no sweeps in experiment {args.experiment}")
+        for _, row in found.iterrows():
+            print(
+                f"{row['run_id']}  {pd.to_datetime(row['start_time'], unit='ms'):%Y-%m-%d %H:%M}  "
+                f"{row.get('tags.gdexp.jobs', '?')} jobs  {row['run_name']}"
+            )
+    elif args.command == "plot":
+        runs = select_runs(args.experiment, args.sweep, args.filter, args.tracking_uri)
+        if args.kind == "study":
+            _study_plots(args)
+            return
+        try:
+            paths = plots.save(
+                runs,
+                args.kind,
+                Path(args.out),
+                by=args.by,
+                pivot=args.pivot,
+                value=args.value,
+                uri=args.tracking_uri,
+            )
+        except OSError as err:
+            raise SelectionError(
+                f"--out={args.out}: {err.strerror or err}; allowed: a writable folder for the PNGs"
+            ) from None
+        for path in paths:
+            print(f"wrote {path}")
+    elif args.command == "report":
+        try:
+            path = report.build(
+                args.experiment, args.sweep, args.filter, args.tracking_uri, Path(args.out) if args.out else None
+            )
+        except OSError as err:
+            raise SelectionError(f"--out={args.out}: {err.strerror or err}; allowed: a writable file") from None
+        print(f"wrote {path}")

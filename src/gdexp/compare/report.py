@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 
 from gdexp.compare import plots
-from gdexp.compare.runs import artifact_path, histories, select_runs, sweeps
+from gdexp.compare.runs import artifact_path, histories, select_runs, store_uri, sweeps
 from gdexp.compare.tables import pivot, render, runs_table, varying_params
 from gdexp.sweeps import search
-from gdexp.tracking.store import log_file, resolve_uri
+from gdexp.tracking.store import log_file
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -67,7 +67,7 @@ def study_figures(parent: pd.Series | None, uri: str | None) -> dict[str, Any]:
         return {}
     name, storage = parent["tags.gdexp.study"], str(parent.get("tags.gdexp.study_storage", ""))
     if "***" in storage:  # masked: the store's own database, opened with the report's credentials
-        resolved = resolve_uri(uri, Path.cwd())
+        resolved = store_uri(uri)
         storage = search.storage_of_store(resolved) if resolved.startswith("postgresql") else ""
     import warnings
 
@@ -177,5 +177,5 @@ def build(
         with tempfile.TemporaryDirectory() as folder:
             staged = Path(folder) / "report.html"
             staged.write_text(page)
-            log_file(resolve_uri(uri, Path.cwd()), parent["run_id"], staged)
+            log_file(store_uri(uri), parent["run_id"], staged)
     return path

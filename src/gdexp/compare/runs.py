@@ -13,12 +13,19 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from gdexp.errors import UserError
 from gdexp.tracking.record import SUPERSEDED_TAG
-from gdexp.tracking.store import masked, resolve_uri
+from gdexp.tracking.uri import masked, resolve_uri
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """A selector that names nothing: printed as one line, exit status 2."""
+
+
+def store_uri(uri: str | None) -> str:
+    """The store a ``--tracking-uri`` (or ``uri=``) names, resolved as ``gdexp.run`` resolves it
+    from the directory the command runs in: where compare's URIs enter, and the only place."""
+    return resolve_uri(uri, Path.cwd())
 
 
 def _client(uri: str | None) -> Any:
@@ -26,7 +33,7 @@ def _client(uri: str | None) -> Any:
     empty ``mlflow.db`` made in whatever directory the command runs in."""
     from mlflow import MlflowClient
 
-    resolved = resolve_uri(uri, Path.cwd())
+    resolved = store_uri(uri)
     if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///") :]).is_file():
         raise SelectionError(
             f"--tracking-uri={masked(resolved)}: no MLflow store there; allowed: the directory a sweep ran in, "
@@ -161,7 +168,7 @@ def artifact_path(run_id: str, artifact_uri: str, name: str, uri: str | None) ->
         raise FileNotFoundError(f"{name} of run {run_id}: not in its artifact folder")
     from mlflow.artifacts import download_artifacts
 
-    return Path(download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=resolve_uri(uri, Path.cwd())))
+    return Path(download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=store_uri(uri)))
 
 
 def records_frame(folder: Path) -> pd.DataFrame:

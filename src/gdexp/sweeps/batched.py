@@ -34,8 +34,8 @@ from gdexp.sweeps.plan import Member, Planned, compose, populations
 from gdexp.tracking.client import WriterPool
 from gdexp.tracking.protocol import FinishedRun, RunFiles
 from gdexp.tracking.record import read_sweep, set_run_id, sweep_dir
-from gdexp.tracking.store import resolve_uri
 from gdexp.tracking.tags import run_name
+from gdexp.tracking.uri import target_of
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
 
 
@@ -54,11 +54,12 @@ def start_early(config: DictConfig, writers: int | None) -> dict[tuple[str, str]
     opening take seconds). The writer pools are returned for :func:`launch` to use."""
     check_launcher(config)  # also here: Hydra apps other than gdexp.run have no sweep callback
     threading.Thread(target=lambda: __import__("gdexp.training.population"), daemon=True).start()
-    if not config.tracking.enabled:
+    target = target_of(config)
+    if target is None:
         return {}
-    store = (resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd)), str(config.tracking.experiment))
+    store = (target.uri, target.experiment)
     # It serves every launch of the sweep (a study launches a batch at a time); the sweep's end
-    # closes it (WriterPool.close_all, from the sweep callback or at exit).
+    # closes it (the session's close_pools, from the sweep callback or at exit).
     return {store: WriterPool(*store, writers_for(store[0], writers))}
 
 

@@ -16,20 +16,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gdexp.checks import one_line
 from gdexp.config import ConfigError
-from gdexp.failures import FAILURES, SKIPPED
+from gdexp.explain import one_line
 from gdexp.job import check
+from gdexp.session import SESSION
 from gdexp.sweeps import search
-from gdexp.sweeps.interrupt import ACTIVE
 from gdexp.sweeps.overrides import apply_overrides, member_override
-from gdexp.sweeps.summary import SweepOutcome, print_sweep_summary, sweep_params
-from gdexp.tracking.client import Tracker, WriterPool
-from gdexp.tracking.describe import NOTE_TAG
-from gdexp.tracking.links import run_link, ui_base
-from gdexp.tracking.record import SWEEP_FILE, SweepInfo, sweep_dir
-from gdexp.tracking.store import TrackingError, masked, resolve_uri
-from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
+from gdexp.sweeps.parent import SweepRun
+from gdexp.sweeps.summary import print_sweep_summary
+from gdexp.tracking.record import sweep_dir
+from gdexp.tracking.uri import target_of
 
 
 class SweepAborted(BaseException):
@@ -106,10 +102,8 @@ class SweepCallback(Callback):
     """Checks every sweep value before any job trains, and opens the sweep's parent run."""
 
     def __init__(self) -> None:
-        # Launchers pickle Hydra's context, callbacks included: keep no process handles here.
-        self.store: tuple[str, str] | None = None
-        self.parent: str | None = None
-        self.study: str | None = None  # hydra/sweeper=optuna: the study's name
+        # Launchers pickle Hydra's context, callbacks included: SweepRun keeps no process handle.
+        self.sweep: SweepRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -117,78 +111,30 @@ class SweepCallback(Callback):
             configured = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
             every = configured + overrides
             study = _study(config, every)
+            name = None
             if study is None:
                 jobs = preflight(config, every)
             else:  # a search: its fixed values and each end of every axis, checked the same way
-                settings, space, self.study = study
+                settings, space, name = study
                 preflight(config, [*space.fixed, *search.corners(space)])
                 jobs = settings.n_trials
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
-            folder.mkdir(parents=True, exist_ok=True)
-            ACTIVE.append(folder)
-            record = SweepInfo(overrides=masked_overrides(every), jobs=jobs, study=self.study)
-            if config.tracking.enabled:
-                uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
-                self.store = (uri, config.tracking.experiment)
-                self.parent = self._open_parent(Tracker.get(*self.store), every, folder, jobs)
-                record.parent_run_id, record.tracking_uri = self.parent, masked(uri)
-                record.experiment = config.tracking.experiment
-            record.save(folder)
+            self.sweep = SweepRun(folder, target_of(config), study=name)
+            self.sweep.open(every, jobs, search.study_key(name) if name else None)
         except Exception as err:  # Hydra would turn any exception here into a warning, and sweep on
             raise SweepAborted(err) from None
 
-    def _open_parent(self, tracker: Tracker, every: list[str], folder: Path, jobs: int) -> str:
-        """The sweep's parent run; a study's, made once and continued by every later command."""
-        key = search.study_key(self.study) if self.study else None
-        if key:
-            found = tracker.find_runs(f"tags.`gdexp.study_key` = '{key}' and tags.`gdexp.role` = 'sweep'")
-            if found:
-                tracker.reopen_run(found[0])
-                tracker.set_tags(found[0], {"gdexp.sweep_dir": str(folder)})
-                return found[0]
-        tags = {
-            **source_tags(),
-            "gdexp.role": "sweep",
-            "gdexp.overrides": " ".join(masked_overrides(every)),
-            "gdexp.sweep_dir": str(folder),
-            "gdexp.jobs": str(jobs),
-        }
-        if key and self.study:
-            tags.update({"gdexp.study": self.study, "gdexp.study_key": key})
-        kind = "study" if key else "sweep"
-        name = f"{kind} " + (" ".join(shown_overrides(every)) or "default")
-        return tracker.start_run(name, tags, sweep_params(masked_overrides(every)))
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        WriterPool.close_all()  # a batched launcher's writers: every launch of the sweep is done
+        SESSION.close_pools()  # a batched launcher's writers: every launch of the sweep is done
         folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
-        record = SweepInfo.load(folder / SWEEP_FILE) if (folder / SWEEP_FILE).is_file() else None
+        sweep = self.sweep or SweepRun.found(folder, target_of(config))
         # A sweep with a failed job (an error, a job its cluster ended) is FAILED, as its exit says.
-        ended = "FAILED" if FAILURES else "FINISHED"
-        if record is not None:  # the sweep's end goes on record first, for gdexp.sync
-            record.status = ended
-            record.save(folder)
-        outcome = SweepOutcome.read(folder)
-        link = None
-        if self.store is not None and self.parent is not None:
-            tracker = Tracker.get(*self.store)
-            try:
-                if not self.study:  # a study's parent is kept up to date by the study itself
-                    axes = sweep_params(record.overrides if record else [])
-                    best = outcome.best(n=1)
-                    tags = {NOTE_TAG: outcome.description(axes)}
-                    if best and best[0].mlflow_run_id:
-                        tags["gdexp.best_run"] = best[0].mlflow_run_id
-                    tracker.log_metrics(self.parent, [(k, v, 0) for k, v in outcome.metrics().items()])
-                    tracker.set_tags(self.parent, tags)
-                tracker.end_run(self.parent, ended)
-                link = run_link(ui_base(tracker.uri), tracker.ready(), self.parent)
-            except TrackingError as err:
-                print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends the sweep's run")
-        local = self.store is None or not self.store[0].startswith(("http://", "https://"))
-        experiment = self.store[1] if self.store else None
-        if outcome.runs or not self.study:
-            print_sweep_summary(outcome, folder, self.parent, experiment, link, local, len(SKIPPED))
+        outcome, link = sweep.close(failed=bool(SESSION.failures))
+        target = sweep.target
+        if outcome.runs or not sweep.study:
+            local = target is None or not target.remote
+            experiment = target.experiment if target else None
+            print_sweep_summary(outcome, folder, sweep.run_id, experiment, link, local, len(SESSION.skipped))
 
 
 def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:

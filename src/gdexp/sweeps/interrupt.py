@@ -3,21 +3,15 @@
 When SIGINT or SIGTERM reaches the command (Ctrl-C, ``kill``, a scheduler), jobs that were
 training stop at their next batch and record themselves KILLED. What may remain: worker processes
 of a parallel launcher (joblib's loky workers, submitit's local jobs) and their writers, and jobs
-those workers could not record. :func:`close_sweeps` stops the processes, marks every record still
-RUNNING as KILLED (its job is gone: its curves are kept up to the last flush) and replays the
-sweep directory into the store, which also ends the sweep's parent run KILLED.
+those workers could not record. :func:`close_sweeps` stops the processes, then has every sweep the
+session opened (:meth:`gdexp.sweeps.parent.SweepRun.interrupted`) mark every record still RUNNING
+as KILLED (its job is gone: its curves are kept up to the last flush) and replay the sweep
+directory into the store, which also ends the sweep's parent run KILLED.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, process_gone
-from gdexp.tracking.store import TrackingError
-from gdexp.tracking.sync import sync
-
-ACTIVE: list[Path] = []  # the sweep directories this process opened (their callback ran here)
+from gdexp.session import SESSION
 
 
 def stop_children(grace: float = 5.0) -> int:
@@ -48,40 +42,10 @@ def _resource_tracker(process: object) -> bool:
         return False
 
 
-def mark_killed(folder: Path) -> int:
-    """Every record below ``folder`` still RUNNING whose process is gone becomes KILLED; how many.
-    (A job on another machine, a Slurm node, is left to its own end.)"""
-    marked = 0
-    for path in find_records(folder):
-        try:
-            info = RunInfo.load(path)
-        except DamagedRecord:
-            continue  # sync names it
-        if info.status == "RUNNING" and process_gone(info.host, info.pid):
-            info.status = "KILLED"
-            info.tags = {**info.tags, "gdexp.status": "killed"}
-            info.save(path.parent)
-            marked += 1
-    sweep_file = folder / SWEEP_FILE
-    if sweep_file.is_file():
-        try:
-            sweep = SweepInfo.load(sweep_file)
-            sweep.status = "KILLED"
-            sweep.save(folder)
-        except DamagedRecord:
-            pass
-    return marked
-
-
 def close_sweeps(stop_workers: bool = True) -> None:
     """After an interrupt: stop the workers (this process's children: the command's, not a
     notebook kernel's), then leave every sweep this process opened complete."""
     if stop_workers:
         stop_children()
-    for folder in ACTIVE:
-        mark_killed(folder)
-        try:
-            report = sync(folder)
-            print(f"gdexp: sweep {folder} closed: {report.counts()}", file=sys.stderr)
-        except TrackingError as err:
-            print(f"gdexp: warning: {err}; `python -m gdexp.sync {folder}` ends its runs", file=sys.stderr)
+    for sweep in SESSION.sweeps:
+        sweep.interrupted()

@@ -27,7 +27,7 @@ from gdexp.job import Job
 from gdexp.sweeps.overrides import SweepJob, apply_overrides
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import SweepInfo, sweep_dir
-from gdexp.tracking.store import resolve_uri
+from gdexp.tracking.uri import Target
 from gdexp.training.data import Dataset, load_data
 from gdexp.training.population import lr_linear
 
@@ -128,9 +128,10 @@ def populations(
 def _finished_runs(base: DictConfig, launch_dir: Path) -> dict[str, str]:
     """For ``tracking.skip_finished``: config hash -> FINISHED run id in the group's experiment,
     from one search (the per-run path asks once per job)."""
-    if not (base.tracking.enabled and base.tracking.skip_finished):
+    target = Target.of(base.tracking, launch_dir)
+    if target is None or not base.tracking.skip_finished:
         return {}
-    return Tracker.get(resolve_uri(base.tracking.uri, launch_dir), base.tracking.experiment).finished_runs()
+    return Tracker.get(target.uri, target.experiment).finished_runs()
 
 
 def output_dirs(base: DictConfig, jobs: list[SweepJob]) -> list[Path]:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from gdexp.config import ConfigError
 from gdexp.sweeps.overrides import value_text
-from gdexp.tracking.store import masked, resolve_uri
+from gdexp.tracking.uri import masked, target_of
 
 SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
 DIRECTIONS = ("minimize", "maximize")
@@ -191,13 +191,13 @@ def storage_url(settings: Settings, config: DictConfig) -> str:
     store is one), else ``optuna.db`` in the launch directory."""
     if settings.storage:
         return str(settings.storage)
-    launch = Path(config.hydra.runtime.cwd)
-    uri = resolve_uri(config.tracking.uri, launch) if config.tracking.enabled else ""
+    target = target_of(config)
+    uri = target.uri if target else ""
     if uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(uri[len('sqlite:///') :]).parent / 'optuna.db'}"
     if uri.startswith("postgresql"):
         return storage_of_store(uri)
-    return f"sqlite:///{launch / 'optuna.db'}"
+    return f"sqlite:///{Path(config.hydra.runtime.cwd) / 'optuna.db'}"
 
 
 def storage_of_store(uri: str) -> str:

@@ -19,7 +19,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
-from gdexp.failures import JobFailure
+from gdexp.errors import warn
+from gdexp.session import JobFailure
 from gdexp.tracking.tags import run_name
 from gdexp.training.history import RunInterrupted
 
@@ -59,10 +60,9 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     config = launcher.config
     why = check_accounting()
     if why:
-        print(
-            f"gdexp: warning: sacct fails here ({why}): without Slurm accounting a job that is "
-            "cancelled or killed looks pending for ever, and this sweep would wait for it",
-            flush=True,
+        warn(
+            f"sacct fails here ({why}): without Slurm accounting a job that is "
+            "cancelled or killed looks pending for ever, and this sweep would wait for it"
         )
     executor = _executor(launcher)
     sweep_dir = Path(str(config.hydra.sweep.dir))

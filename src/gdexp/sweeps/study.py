@@ -9,15 +9,14 @@ import math
 import os
 import socket
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from gdexp.failures import note_failures
 from gdexp.sweeps import search
-from gdexp.tracking.client import Tracker
+from gdexp.sweeps.parent import SweepRun
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.record import read_sweep, sweep_dir
-from gdexp.tracking.store import TrackingError, masked, resolve_uri
+from gdexp.tracking.uri import masked, target_of
 
 # --------------------------------------------------------------------------- trials
 
@@ -116,14 +115,6 @@ def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, fl
 # --------------------------------------------------------------------------- the loop
 
 
-def _parent(config: Any, folder: Path) -> tuple[Tracker | None, str | None]:
-    record = read_sweep(folder)
-    if not config.tracking.enabled or record is None or not record.parent_run_id:
-        return None, None
-    uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
-    return Tracker.get(uri, str(config.tracking.experiment)), record.parent_run_id
-
-
 def _say_best(study: Any, objective: str) -> str:
     trial = best(study)
     if trial is None:
@@ -160,7 +151,7 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
     abandoned = fail_abandoned(study)
     folder = sweep_dir(str(config.hydra.sweep.dir), str(config.hydra.runtime.cwd))
     record = read_sweep(folder)
-    tracker, parent = _parent(config, folder)
+    parent = SweepRun.found(folder, target_of(config))
     storage = search.storage_url(settings, config)
     done = counted(study)
     note = f", {abandoned} trials of a killed run failed" if abandoned else ""
@@ -169,8 +160,7 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
         f"done{note}; {settings.sampler} sampler, {settings.n_jobs} trials a batch",
         flush=True,
     )
-    if tracker is not None and parent is not None:
-        tracker.set_tags(parent, {"gdexp.study": study.study_name, "gdexp.study_storage": masked(storage)})
+    parent.update([], {"gdexp.study": study.study_name, "gdexp.study_storage": masked(storage)})
 
     batches: list[Any] = []
     job_idx = 0
@@ -193,14 +183,8 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
             tell(study, t, v if isinstance(v, dict) else None, settings.objective) for t, v in zip(trials, values)
         ]
         done = counted(study)
-        if tracker is not None and parent is not None:
-            rows, tags = best_rows(study, settings.objective, done)
-            tags[NOTE_TAG] = _description(study, space, settings)
-            try:
-                tracker.log_metrics(parent, rows)
-                tracker.set_tags(parent, tags)
-            except TrackingError as err:
-                print(f"gdexp: warning: the study's parent run: {err}", flush=True)
+        rows, tags = best_rows(study, settings.objective, done)
+        parent.update(rows, {**tags, NOTE_TAG: _description(study, space, settings)})
         counts = ", ".join(f"{n} {o}" for o, n in Counter(outcomes).items())
         first = trials[0].number
         print(

@@ -3,7 +3,6 @@ and experiment) and :class:`WriterPool` (several, for a batched sweep's finished
 
 from __future__ import annotations
 
-import atexit
 import queue
 import socket
 import subprocess
@@ -13,17 +12,16 @@ from concurrent.futures import Future
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from gdexp.errors import warn
+from gdexp.session import SESSION
 from gdexp.tracking import protocol as p
-from gdexp.tracking.store import TRACKING_ALLOWED, TrackingError, masked
+from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, masked
 
 
 class Tracker:
     """The main process's end of a writer, one per (tracking URI, experiment) and process."""
-
-    _open: ClassVar[dict[tuple[str, str], Tracker]] = {}
-    _atexit_registered = False
 
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
@@ -41,9 +39,6 @@ class Tracker:
         # One request and its answer at a time: a batched sweep's writer threads share this
         # writer with the main thread (which looks up finished runs while they write).
         self._lock = threading.RLock()
-        if not Tracker._atexit_registered:
-            atexit.register(Tracker.close_all)
-            Tracker._atexit_registered = True
 
     @property
     def shown_uri(self) -> str:
@@ -52,11 +47,13 @@ class Tracker:
 
     @classmethod
     def get(cls, uri: str, experiment: str) -> Tracker:
-        """The process's tracker for ``uri`` and ``experiment``, its writer started if need be."""
+        """The process's tracker for ``uri`` and ``experiment``, its writer started if need be
+        (the session keeps it, and closes it when the process ends)."""
         key = (uri, experiment)
-        tracker = cls._open.get(key)
-        if tracker is None or tracker._process.poll() is not None:
-            tracker = cls._open[key] = cls(uri, experiment)
+        tracker = SESSION.writers.get(key)
+        if not isinstance(tracker, Tracker) or tracker._process.poll() is not None:
+            tracker = cls(uri, experiment)
+            SESSION.writers[key] = tracker
         return tracker
 
     def ready(self, timeout: float = 120.0) -> str:
@@ -76,7 +73,7 @@ class Tracker:
             except EOFError:
                 ready = p.Ready(error=f"tracking.uri={self.shown_uri}: the MLflow writer died while connecting")
             if ready.error is not None:
-                self._open.pop((self.uri, self.experiment), None)
+                self._forget()
                 raise TrackingError(ready.error)
             self._ready = ready.experiment_id
         return self._ready
@@ -101,7 +98,7 @@ class Tracker:
         except (EOFError, OSError):
             raise TrackingError(f"tracking.uri={self.shown_uri}: the MLflow writer is gone ({name})") from None
         if reply.failure:
-            print(f"gdexp: warning: an MLflow write failed: {reply.failure}", flush=True)
+            warn(f"an MLflow write failed: {reply.failure}")
         if reply.error is not None:
             raise TrackingError(f"tracking.uri={self.shown_uri}: {reply.error}")
         return reply.value
@@ -178,14 +175,11 @@ class Tracker:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             self._process.terminate()
-        if self._open.get((self.uri, self.experiment)) is self:
-            del self._open[(self.uri, self.experiment)]
+        self._forget()
 
-    @classmethod
-    def close_all(cls) -> None:
-        WriterPool.close_all()
-        for tracker in list(cls._open.values()):
-            tracker.close()
+    def _forget(self) -> None:
+        if SESSION.writers.get((self.uri, self.experiment)) is self:
+            del SESSION.writers[(self.uri, self.experiment)]
 
 
 class WriterPool:
@@ -199,10 +193,8 @@ class WriterPool:
 
     CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
 
-    _all: ClassVar[list[WriterPool]] = []  # open pools: a sweep's launches share one, its end closes it
-
     def __init__(self, uri: str, experiment: str, size: int):
-        WriterPool._all.append(self)
+        SESSION.pools.append(self)  # a sweep's launches share it; the sweep's end closes it
         stores = max(1, size - 1) if size >= 2 else 1
         self.own = [Tracker(uri, experiment) for _ in range(max(1, size) - 1)]
         self.stores = [Tracker.get(uri, experiment), *self.own[: stores - 1]]
@@ -253,16 +245,11 @@ class WriterPool:
         for future, run_id, _ in stored:
             future.set_result(run_id)
 
-    @classmethod
-    def close_all(cls) -> None:
-        for pool in list(cls._all):
-            pool.close()
-
     def close(self) -> None:
         """Let the writers finish what is queued, then stop this pool's own."""
-        if self not in WriterPool._all:
+        if self not in SESSION.pools:
             return
-        WriterPool._all.remove(self)
+        SESSION.pools.remove(self)
         for queue_, threads in ((self.runs, self.store_threads), (self.files, self.file_threads)):
             for _ in threads:
                 queue_.put(None)
@@ -275,4 +262,4 @@ class WriterPool:
 def warn_failures(failures: list[str]) -> None:
     """Say on stderr which MLflow writes failed (their records keep everything for gdexp.sync)."""
     for failure in failures:
-        print(f"gdexp: warning: an MLflow write failed: {failure}", file=sys.stderr, flush=True)
+        warn(f"an MLflow write failed: {failure}")

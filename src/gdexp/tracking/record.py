@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gdexp.errors import UserError
 from gdexp.tracking.protocol import MetricRow
 from gdexp.training.analysis import predictions_many
 from gdexp.training.data import Dataset
@@ -35,7 +36,7 @@ FINAL = ("FINISHED", "KILLED", "FAILED")
 SUPERSEDED_TAG = "gdexp.superseded_by"  # on a run whose job ran again in its job directory
 
 
-class DamagedRecord(ValueError):
+class DamagedRecord(UserError, ValueError):
     """A record file that cannot be read back: named, skipped, never fatal to the others."""
 
 

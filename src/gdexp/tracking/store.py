@@ -1,4 +1,6 @@
-"""Store access: the tracking URI, opening a store, retries, and the few calls gdexp makes.
+"""Store access: opening a store, its health, the migration lock, retries, and the few calls gdexp makes.
+
+What a URI means and what of it may be shown is :mod:`gdexp.tracking.uri`'s.
 
 Every process that talks to MLflow (the writer, ``gdexp.sync``, ``gdexp.compare``) opens its
 store here. Imports neither Hydra nor torch, and MLflow only when a store is opened.
@@ -10,7 +12,6 @@ import base64
 import fcntl
 import logging
 import os
-import re
 import socket
 import sqlite3
 import time
@@ -22,64 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from gdexp.errors import UserError
+from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, masked
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
-TRACKING_ALLOWED = "a reachable MLflow tracking URI (sqlite:///path.db, http://host:port, postgresql://...)"
 T = TypeVar("T")
-
-
-class TrackingError(UserError, RuntimeError):
-    """The tracking store cannot be used: one line, reported before any training."""
-
-
-def resolve_uri(uri: str | None, launch_dir: Path) -> str:
-    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the launch directory; a
-    relative SQLite path is made absolute so that jobs never split the store, and a bare
-    ``postgresql://`` gets the psycopg2 driver."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir / 'mlflow.db'}"
-    if uri.startswith(("postgresql://", "postgres://")):
-        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; gdexp ships psycopg2.
-        uri = "postgresql+psycopg2://" + uri.split("://", 1)[1]
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = uri[len("sqlite:///") :]
-        if path and path != ":memory:":
-            uri = f"sqlite:///{(launch_dir / path).resolve()}"
-    return uri
-
-
-def masked(uri: str) -> str:
-    """``uri`` as it may be shown or stored: a password in it becomes ``***``."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return mask_text(uri)
-    if parts.password is None:
-        return mask_text(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-# scheme://user:password@ in any text, also as Hydra writes a swept value (``http\\://u\\:p@h``)
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s'\"\\]*\\?:)[^@/\s'\"]+@")
-
-
-def mask_text(text: str) -> str:
-    """``text`` with the password of every URI in it masked (``scheme://user:***@host``)."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def scrub_credentials(paths: list[Path]) -> None:
-    """Mask the passwords of URIs in files other tools wrote (Hydra's ``.hydra/*.yaml`` and
-    ``multirun.yaml`` keep the command line as typed)."""
-    for path in paths:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        scrubbed = mask_text(text)
-        if scrubbed != text:
-            path.write_text(scrubbed)
 
 
 def first_line(err: BaseException) -> str:

@@ -29,7 +29,8 @@ from gdexp.tracking.record import (
     process_gone,
     thin_steps,
 )
-from gdexp.tracking.store import connect, file_lock, find_finished, log_whole, masked
+from gdexp.tracking.store import connect, file_lock, find_finished, log_whole
+from gdexp.tracking.uri import masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from gdexp.tracking.store import mask_text
+from gdexp.tracking.uri import mask_text
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _GIT_COMMIT: list[str | None] = []

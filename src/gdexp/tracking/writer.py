@@ -21,7 +21,6 @@ from typing import Any
 from gdexp.tracking import protocol as p
 from gdexp.tracking.loss_curve import drawer, save_loss_curve
 from gdexp.tracking.store import (
-    TrackingError,
     check_reachable,
     connect,
     connection_lost,
@@ -31,6 +30,7 @@ from gdexp.tracking.store import (
     log_whole,
     retrying,
 )
+from gdexp.tracking.uri import TrackingError
 
 
 class Writer:

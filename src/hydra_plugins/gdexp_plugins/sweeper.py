@@ -47,7 +47,7 @@ class GdexpSweeper(BasicSweeper):
         from pathlib import Path
 
         from gdexp.failures import note_failures
-        from gdexp.tracking.store import scrub_credentials
+        from gdexp.tracking.uri import scrub_credentials
 
         try:
             returns = super().sweep(arguments)

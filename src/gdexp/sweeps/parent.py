@@ -1,0 +1,173 @@
+"""The sweep's parent run: one owner, as :class:`gdexp.job.Job` is a single run's.
+
+:class:`SweepRun` opens the parent (a study's is found and reopened by every later command),
+writes ``gdexp_sweep.json`` (where every job, in whatever process or machine, finds its parent),
+keeps the parent up to date while a study runs, closes it with the sweep's summary, and ends what
+an interrupt left open KILLED. The grid's callback, the study's loop and the batched launcher all
+go through it; the session lists the sweeps this process opened.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gdexp.errors import warn
+from gdexp.session import SESSION
+from gdexp.sweeps.summary import SweepOutcome, sweep_params
+from gdexp.tracking.client import Tracker
+from gdexp.tracking.describe import NOTE_TAG
+from gdexp.tracking.links import run_link, ui_base
+from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, process_gone
+from gdexp.tracking.sync import sync
+from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
+from gdexp.tracking.uri import Target, TrackingError
+
+
+class SweepRun:
+    """A sweep's parent run and its record in the sweep directory ``folder``. ``target`` is None
+    with tracking off (the record is still written). Holds no process handle: launchers pickle
+    Hydra's callbacks, this one's owner included."""
+
+    def __init__(self, folder: Path, target: Target | None, study: str | None = None):
+        self.folder, self.target, self.study = folder, target, study
+        self.run_id: str | None = None
+
+    @property
+    def tracker(self) -> Tracker | None:
+        return Tracker.get(self.target.uri, self.target.experiment) if self.target else None
+
+    def record(self) -> SweepInfo | None:
+        path = self.folder / SWEEP_FILE
+        return SweepInfo.load(path) if path.is_file() else None
+
+    # ------------------------------------------------------------------ open
+
+    def open(self, every: list[str], jobs: int, study_key: str | None = None) -> None:
+        """Make the parent run (or reopen the study's, found by ``study_key``) and write the sweep's
+        record; the session ends it KILLED if this command is interrupted."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        SESSION.sweeps.append(self)
+        record = SweepInfo(overrides=masked_overrides(every), jobs=jobs, study=self.study)
+        tracker = self.tracker
+        if tracker is not None and self.target is not None:
+            query = f"tags.`gdexp.study_key` = '{study_key}' and tags.`gdexp.role` = 'sweep'"
+            found = tracker.find_runs(query) if study_key else []
+            if found:
+                self.reopen(found[0])
+            else:
+                self.run_id = tracker.start_run(*self._new_parent(every, jobs, study_key))
+            record.parent_run_id, record.tracking_uri = self.run_id, self.target.shown
+            record.experiment = self.target.experiment
+        record.save(self.folder)
+
+    def _new_parent(self, every: list[str], jobs: int, study_key: str | None) -> tuple[str, dict, dict]:
+        tags = {
+            **source_tags(),
+            "gdexp.role": "sweep",
+            "gdexp.overrides": " ".join(masked_overrides(every)),
+            "gdexp.sweep_dir": str(self.folder),
+            "gdexp.jobs": str(jobs),
+        }
+        if study_key and self.study:
+            tags.update({"gdexp.study": self.study, "gdexp.study_key": study_key})
+        kind = "study" if study_key else "sweep"
+        name = f"{kind} " + (" ".join(shown_overrides(every)) or "default")
+        return name, tags, sweep_params(masked_overrides(every))
+
+    def reopen(self, run_id: str) -> None:
+        """Continue an earlier command's parent: RUNNING again, pointing at this sweep directory."""
+        tracker = self.tracker
+        assert tracker is not None
+        tracker.reopen_run(run_id)
+        tracker.set_tags(run_id, {"gdexp.sweep_dir": str(self.folder)})
+        self.run_id = run_id
+
+    @classmethod
+    def found(cls, folder: Path, target: Target | None) -> SweepRun:
+        """The sweep opened in ``folder`` (by this process's callback), its parent read from the record."""
+        sweep = cls(folder, target)
+        record = sweep.record()
+        if record is not None and target is not None:
+            sweep.run_id, sweep.study = record.parent_run_id, record.study
+        return sweep
+
+    # ------------------------------------------------------------------ while it runs
+
+    def update(self, metrics: list[tuple[str, float, int]], tags: dict[str, str]) -> None:
+        """Metrics and tags on the parent while the sweep runs; a store that fails is warned about,
+        and the sweep goes on (its records keep everything for ``gdexp-sync``)."""
+        tracker = self.tracker
+        if tracker is None or self.run_id is None:
+            return
+        try:
+            if metrics:
+                tracker.log_metrics(self.run_id, metrics)
+            if tags:
+                tracker.set_tags(self.run_id, tags)
+        except TrackingError as err:
+            warn(f"the sweep's parent run: {err}")
+
+    # ------------------------------------------------------------------ end
+
+    def close(self, failed: bool) -> tuple[SweepOutcome, str | None]:
+        """End the sweep: its record first (for ``gdexp-sync``), then the parent FINISHED, or FAILED
+        when a job failed, with the sweep's description, best run and summary metrics (a study
+        keeps its own up to date). The sweep's outcome and the parent's link in the UI."""
+        ended = "FAILED" if failed else "FINISHED"
+        record = self.record()
+        if record is not None:
+            record.status = ended
+            record.save(self.folder)
+        outcome = SweepOutcome.read(self.folder)
+        tracker = self.tracker
+        if tracker is None or self.run_id is None:
+            return outcome, None
+        try:
+            if not self.study:
+                best = outcome.best(n=1)
+                tags = {NOTE_TAG: outcome.description(sweep_params(record.overrides if record else []))}
+                if best and best[0].mlflow_run_id:
+                    tags["gdexp.best_run"] = best[0].mlflow_run_id
+                tracker.log_metrics(self.run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
+                tracker.set_tags(self.run_id, tags)
+            tracker.end_run(self.run_id, ended)
+            return outcome, run_link(ui_base(tracker.uri), tracker.ready(), self.run_id)
+        except TrackingError as err:
+            warn(f"{err}; `python -m gdexp.sync {self.folder}` ends the sweep's run")
+            return outcome, None
+
+    def interrupted(self) -> None:
+        """After an interrupt: every record still RUNNING whose process is gone, and the sweep's
+        own, become KILLED; the folder is replayed into the store, which ends the parent KILLED."""
+        mark_killed(self.folder)
+        try:
+            report = sync(self.folder)
+            print(f"gdexp: sweep {self.folder} closed: {report.counts()}", file=sys.stderr)
+        except TrackingError as err:
+            warn(f"{err}; `python -m gdexp.sync {self.folder}` ends its runs")
+
+
+def mark_killed(folder: Path) -> int:
+    """Every record below ``folder`` still RUNNING whose process is gone becomes KILLED; how many.
+    (A job on another machine, a Slurm node, is left to its own end.)"""
+    marked = 0
+    for path in find_records(folder):
+        try:
+            info = RunInfo.load(path)
+        except DamagedRecord:
+            continue  # sync names it
+        if info.status == "RUNNING" and process_gone(info.host, info.pid):
+            info.status = "KILLED"
+            info.tags = {**info.tags, "gdexp.status": "killed"}
+            info.save(path.parent)
+            marked += 1
+    sweep_file = folder / SWEEP_FILE
+    if sweep_file.is_file():
+        try:
+            sweep = SweepInfo.load(sweep_file)
+            sweep.status = "KILLED"
+            sweep.save(folder)
+        except DamagedRecord:
+            pass
+    return marked

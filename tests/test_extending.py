@@ -69,3 +69,41 @@ def test_a_new_dataset_and_metric_are_trained_tracked_and_tabled(registered, tmp
     columns = header.split(",")
     assert columns[-1] == "max_abs_w" and "final_loss" in columns and "dist_to_opt" in columns
     assert float(row.split(",")[-1]) == pytest.approx(abs(w), rel=1e-5)
+
+
+@pytest.fixture
+def extended_schema(monkeypatch):
+    """The schema with one more key, added the one way: a field of :class:`gdexp.config.Config`."""
+    from dataclasses import dataclass
+
+    from gdexp import config as config_module
+
+    @dataclass
+    class Extended(config_module.Config):
+        warmup_epochs: int = 3
+
+    monkeypatch.setattr(config_module, "Config", Extended)
+    config_module.register_configs()
+    yield
+    monkeypatch.undo()
+    config_module.register_configs()
+
+
+def test_a_new_config_key_is_one_field_of_the_schema(extended_schema, tmp_path):
+    """No YAML, no help text, no check list to edit: the key composes with its default, takes an
+    override, rejects a value of the wrong type in one line, shows in --help and becomes a param."""
+    from hydra.errors import ConfigCompositionException
+
+    from gdexp.config import flatten, help_template
+    from gdexp.explain import one_line
+
+    assert make_config([]).warmup_epochs == 3
+    cfg = make_config(["warmup_epochs=7"])
+    assert cfg.warmup_epochs == 7 and flatten(cfg)["warmup_epochs"] == "7"
+    with pytest.raises(ConfigCompositionException) as bad:
+        make_config(["warmup_epochs=soon"])
+    assert one_line(bad.value, ["warmup_epochs=soon"]).startswith("warmup_epochs=soon: ")
+    assert "warmup_epochs (3)" in help_template()
+    outcome = run_job(cfg, overrides=["warmup_epochs=7"], output_dir=tmp_path / "job", launch_dir=tmp_path, quiet=True)
+    assert "warmup_epochs: 7" in (tmp_path / "job" / "config.yaml").read_text()
+    assert math.isfinite(outcome.summary["final_loss"])

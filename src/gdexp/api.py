@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from gdexp.compare.runs import records_frame, select_runs
 from gdexp.compare.tables import runs_table
-from gdexp.config import CONF_DIR, ConfigError, register_configs
+from gdexp.config import CONF_DIR, LAUNCHERS, ConfigError, register_configs
 from gdexp.explain import is_config_error, one_line
 from gdexp.job import run_job
 from gdexp.outcome import Outcome
@@ -36,9 +36,6 @@ from gdexp.sweeps.overrides import value_text
 from gdexp.task import hydra_task
 from gdexp.tracking.record import SWEEP_FILE, SweepInfo
 from gdexp.training.history import RunInterrupted
-
-LAUNCHERS = ("basic", "batched", "joblib", "slurm", "submitit_local")
-
 
 # --------------------------------------------------------------------------- overrides
 

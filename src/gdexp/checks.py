@@ -13,7 +13,7 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gdexp.config import ConfigError, Engine
+from gdexp.config import ConfigError, Engine, plain_sgd
 
 
 def _number(
@@ -70,8 +70,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_optimizer(cfg)
     if cfg.engine == Engine.numpy:
         opt = cfg.optimizer
-        plain = opt.name == "sgd" and opt.momentum == 0 and opt.weight_decay == 0
-        if not plain:
+        if not plain_sgd(opt):
             raise ConfigError(
                 "engine",
                 "numpy",

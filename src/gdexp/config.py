@@ -12,6 +12,7 @@ schema in :data:`OPTIMIZER_SCHEMAS` only when it has keys none of them has).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -194,10 +195,89 @@ OPTIMIZER_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropCon
 DATA_SCHEMAS = {"line": LineConfig, "synthetic": SyntheticConfig, "csv": CsvConfig}
 
 
+def plain_sgd(optimizer: Any) -> bool:
+    """Plain SGD: no momentum, no weight decay (what the numpy engine does)."""
+    return optimizer.name == "sgd" and not optimizer.get("momentum") and not optimizer.get("weight_decay")
+
+
+def plain_gradient_descent(cfg: Any) -> bool:
+    """Full-batch plain gradient descent: the case the theory's ``lr_optimal`` and
+    ``lr_max_stable`` describe exactly."""
+    return plain_sgd(cfg.optimizer) and cfg.batch_size is None
+
+
+# --------------------------------------------------------------------------- the --help page
+
+USAGE = """gdexp: gradient descent on linear models, every run tracked in MLflow.
+
+Usage: python -m gdexp.run [KEY=VALUE ...]        one run
+       python -m gdexp.run -m KEY=A,B ...         a sweep: one MLflow child run per job
+       python -m gdexp.run +experiment=NAME [-m]  a named experiment
+
+Examples:
+  python -m gdexp.run lr=0.1 bias=true data=line_intercept
+  python -m gdexp.run -m lr=0.01,0.1 optimizer=sgd,adam bias=true,false
+  python -m gdexp.run -m hydra/launcher=batched lr=0.001,0.01,0.1 seed=0,1,2
+  python -m gdexp.run +experiment=seed_004       the seed notebook's table
+  gdexp-ui                                       MLflow's UI, opened on the runs
+"""
+LAUNCHERS = ("basic", "batched", "joblib", "slurm", "submitit_local")
+
+
+def _shown_default(f: Any) -> str:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        value = f.default
+    if isinstance(value, Enum):
+        return " | ".join([value.name] + [n for n in type(value).__members__ if n != value.name])
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def help_template() -> str:
+    """The ``--help`` page: usage, the groups and their options, and every key of the schema with
+    its default (enums: every value, the default first), from :class:`Config` itself."""
+    groups = [
+        f"  optimizer   {', '.join(group_options('optimizer'))}  (each has its own optimizer.* keys)",
+        f"  data        {', '.join(group_options('data'))}  (csv needs data.path=FILE)",
+        f"  experiment  +experiment={', '.join(group_options('experiment'))}",
+        f"  hydra/launcher  {', '.join(LAUNCHERS)}  (basic is the default)",
+    ]
+    keys = []
+    for f in dataclasses.fields(Config):
+        if f.name in ("optimizer", "data"):
+            continue
+        if f.name == "tracking":
+            keys += [f"tracking.{t.name} ({_shown_default(t)})" for t in dataclasses.fields(TrackingConfig)]
+        else:
+            keys.append(f"{f.name} ({_shown_default(f)})")
+    lines = [""]
+    for key in keys:  # a key and its default are never split across lines
+        if lines[-1] and len(lines[-1]) + len(key) > 96:
+            lines.append("")
+        lines[-1] += f"{key}, "
+    wrapped = "\n".join("  " + line.rstrip(", ") for line in lines)
+    return (
+        USAGE
+        + "\nGroups (KEY=OPTION):\n"
+        + "\n".join(groups)
+        + "\n\nKeys (default; docs/configuration.md says what each allows):\n"
+        + wrapped
+        + "\n\nThe configuration with these overrides:\n\n$CONFIG\nHydra's own options: --hydra-help."
+    )
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore; group files extend them with ``defaults``."""
+    """Put the schemas in Hydra's ConfigStore; group files extend them with ``defaults``. The
+    ``--help`` page is made here from them (``hydra/help=gdexp``)."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    help_node = {"app_name": "gdexp", "header": "", "footer": "", "template": help_template()}
+    cs.store(group="hydra/help", name="gdexp", node=help_node, provider="gdexp")
     for name, node in OPTIMIZER_SCHEMAS.items():
         cs.store(group="schema/optimizer", name=name, node=node)
     for name, node in DATA_SCHEMAS.items():

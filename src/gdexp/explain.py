@@ -107,7 +107,7 @@ def _allowed(key: str | None) -> str:
     for known, text in names.items():
         if kind is known or known in typing.get_args(kind):
             return text + (" or null" if type(None) in typing.get_args(kind) else "")
-    return "a value of the key's type (see README)"
+    return "a value of the key's type (see docs/configuration.md)"
 
 
 def is_config_error(err: BaseException) -> bool:

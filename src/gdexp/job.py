@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gdexp.checks import validate
-from gdexp.config import config_hash, config_yaml, flatten, resolved
+from gdexp.config import config_hash, config_yaml, flatten, plain_gradient_descent, resolved
 from gdexp.console import check_table_format, print_summary, progress, say_skipped
 from gdexp.outcome import Outcome
 from gdexp.tracking.client import Tracker
@@ -153,8 +153,7 @@ class Job:
         and predictions before at step 0, predictions after at the last step)."""
         bias = bool(self.cfg.bias)
         c = self.cfg
-        opt = c.optimizer
-        plain = opt.name == "sgd" and not opt.get("momentum") and not opt.get("weight_decay") and c.batch_size is None
+        plain = plain_gradient_descent(c)
         summary = summarize(
             Finished(history, self.data, bias, c.loss_reduction.value, c.converge_tol, self.points, float(c.lr), plain)
         )

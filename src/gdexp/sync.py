@@ -10,18 +10,22 @@ from gdexp.tracking.record import find_records
 from gdexp.tracking.sync import sync
 
 
+def parser() -> OneLineParser:
+    p = OneLineParser(prog="gdexp-sync", description="Replay into the tracking store every run record it lacks.")
+    p.add_argument("path", type=Path, help="a run's job directory or a sweep directory")
+    p.add_argument("--tracking-uri", default=None, help="replay into this store instead of the recorded one")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``gdexp-sync`` console script."""
-    parser = OneLineParser(prog="gdexp-sync", description="Replay into the tracking store every run record it lacks.")
-    parser.add_argument("path", type=Path, help="a run's job directory or a sweep directory")
-    parser.add_argument("--tracking-uri", default=None, help="replay into this store instead of the recorded one")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if not find_records(args.path):
         fail(
-            parser.prog,
+            "gdexp-sync",
             f"path={args.path}: holds no run record (run.json); allowed: a job or sweep directory of gdexp.run",
         )
-    with user_errors(parser.prog):
+    with user_errors("gdexp-sync"):
         report = sync(args.path, args.tracking_uri)
     print(report.counts())
 

@@ -22,21 +22,24 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
 from gdexp.console import progress, say_skipped
-from gdexp.sweeps.callback import check_launcher
 from gdexp.sweeps.overrides import SweepJob, split_jobs
 from gdexp.sweeps.plan import Member, Planned, compose, populations
+from gdexp.sweeps.settings import check_launcher
 from gdexp.tracking.client import WriterPool
 from gdexp.tracking.protocol import FinishedRun, RunFiles
 from gdexp.tracking.record import read_sweep, set_run_id, sweep_dir
 from gdexp.tracking.tags import run_name
 from gdexp.tracking.uri import target_of
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
+
+if TYPE_CHECKING:
+    from hydra_plugins.gdexp_plugins.batched_launcher import BatchedLauncher
 
 
 def writers_for(uri: str, writers: int | None) -> int:
@@ -52,7 +55,7 @@ def start_early(config: DictConfig, writers: int | None) -> dict[tuple[str, str]
     """What the launcher starts while Hydra still checks the sweep: torch and Lightning imported
     in a thread, and the writer processes for the sweep's store (their MLflow import and store
     opening take seconds). The writer pools are returned for :func:`launch` to use."""
-    check_launcher(config)  # also here: Hydra apps other than gdexp.run have no sweep callback
+    check_launcher(config.hydra.launcher)  # also here: Hydra apps other than gdexp.run have no sweep callback
     threading.Thread(target=lambda: __import__("gdexp.training.population"), daemon=True).start()
     target = target_of(config)
     if target is None:
@@ -73,15 +76,16 @@ def _returned(job: SweepJob, value: dict[str, Any] | None, launch_dir: Path) -> 
     )
 
 
-def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(launcher: BatchedLauncher, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Run the sweep's jobs: populations where they can share one computation, ordinary Hydra jobs
     where they cannot. One ``JobReturn`` per job, in order."""
     setup_globals()
     config, context = launcher.config, launcher.hydra_context
+    assert config is not None and context is not None  # set by the launcher's setup()
     launch_dir = Path(config.hydra.runtime.cwd)
     jobs = split_jobs([list(o) for o in job_overrides], initial_job_idx)
     returns: list[JobReturn | None] = [None] * len(jobs)
-    writers = _Writers(launcher.writers, launcher.take_writer_pools())
+    writers = _Writers(launcher.settings.writers, launcher.take_writer_pools())
     singles: list[SweepJob] = []
     started = time.monotonic()
     try:
@@ -128,7 +132,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
 
 
 def _train_and_record(
-    launcher: Any,
+    launcher: BatchedLauncher,
     planned: Planned,
     writers: _Writers,
     returns: list[JobReturn | None],
@@ -181,7 +185,7 @@ def _train_and_record(
     statuses: Counter[str] = Counter()
     note = (
         f"{len(members)} runs trained as one population; MLflow curves on an even grid of "
-        f"{launcher.curve_points} steps, every epoch in history.csv"
+        f"{launcher.settings.curve_points} steps, every epoch in history.csv"
     )
     queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]] = []
     for m, member in enumerate(members):
@@ -195,7 +199,7 @@ def _train_and_record(
         )
         killed = curves.interrupted and not history.diverged and epochs < int(job.cfg.epochs)
         end_status = "KILLED" if killed else "FINISHED"
-        outcome, run = job.ended(history, end_status, launcher.curve_points, **{"gdexp.population": note})
+        outcome, run = job.ended(history, end_status, launcher.settings.curve_points, **{"gdexp.population": note})
         statuses[outcome.status] += 1
         returns[member.sweep_job.index] = _returned(member.sweep_job, outcome.returned(), launch_dir)
         if run is not None:
@@ -262,15 +266,16 @@ class _Writers:
         self.pools = {}
 
 
-def _run_single(launcher: Any, job: SweepJob) -> JobReturn:
+def _run_single(launcher: BatchedLauncher, job: SweepJob) -> JobReturn:
     """An ungroupable job, run the way Hydra's basic launcher runs it."""
-    config, context = launcher.config, launcher.hydra_context
+    config, context, task = launcher.config, launcher.hydra_context, launcher.task_function
+    assert config is not None and context is not None and task is not None  # set by setup()
     sweep_config = context.config_loader.load_sweep_config(config, job.overrides)
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = sweep_config.hydra.job.num = job.number
     ret = run_job(
         hydra_context=context,
-        task_function=launcher.task_function,
+        task_function=task,
         config=sweep_config,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",

@@ -23,6 +23,7 @@ from gdexp.session import SESSION
 from gdexp.sweeps import search
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.sweeps.parent import SweepRun
+from gdexp.sweeps.settings import check_launcher, is_search
 from gdexp.sweeps.summary import print_sweep_summary
 from gdexp.tracking.record import sweep_dir
 from gdexp.tracking.uri import target_of
@@ -34,22 +35,6 @@ class SweepAborted(BaseException):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
-
-
-def check_launcher(config: DictConfig) -> None:
-    """The launcher's own settings, checked with the sweep's values (before any run is made)."""
-    launcher = config.hydra.launcher
-    target = str(launcher.get("_target_", ""))
-    if target.endswith("BatchedLauncher"):
-        points = launcher.curve_points
-        if not isinstance(points, int) or (points != 0 and points < 100):
-            raise ConfigError("hydra.launcher.curve_points", points, "0 (every epoch) or an integer >= 100")
-        if launcher.writers is not None and (not isinstance(launcher.writers, int) or launcher.writers < 1):
-            raise ConfigError("hydra.launcher.writers", launcher.writers, "an integer >= 1, or null (by store)")
-    elif target.endswith("JoblibLauncher"):
-        n_jobs = launcher.n_jobs
-        if not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1024:
-            raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a positive number of workers, or -1 for one per core")
 
 
 def preflight(config: DictConfig, overrides: list[str]) -> int:
@@ -68,7 +53,7 @@ def preflight(config: DictConfig, overrides: list[str]) -> int:
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]
 
-    check_launcher(config)
+    check_launcher(config.hydra.launcher)
     loader = GlobalHydra.instance().config_loader()
     launch_dir = Path(config.hydra.runtime.cwd)
     base = [values[0] for values in axes.values() if values]
@@ -139,7 +124,7 @@ class SweepCallback(Callback):
 
 def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:
     """A search's settings, space and study name (``hydra/sweeper=optuna``); None for a grid."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+    if not is_search(config.hydra.sweeper):
         return None
     settings = search.Settings.of(config.hydra.sweeper)
     space = search.parse_space(every)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -25,6 +25,9 @@ from omegaconf import DictConfig
 from gdexp.config import ConfigError
 from gdexp.sweeps.overrides import value_text
 from gdexp.tracking.uri import masked, target_of
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
 DIRECTIONS = ("minimize", "maximize")
@@ -248,7 +251,7 @@ def make_sampler(settings: Settings, space: Space) -> Any:
 # --------------------------------------------------------------------------- the study
 
 
-def open_study(settings: Settings, space: Space, config: DictConfig) -> Any:
+def open_study(settings: Settings, space: Space, config: DictConfig) -> Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -24,10 +24,13 @@ from gdexp.session import JobFailure
 from gdexp.tracking.tags import run_name
 from gdexp.training.history import RunInterrupted
 
+if TYPE_CHECKING:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
 log = logging.getLogger(__name__)
 
 
-def _executor(launcher: Any) -> Any:
+def _executor(launcher: BaseSubmititLauncher) -> Any:
     """A submitit executor with the launcher's parameters, as hydra-submitit-launcher builds it."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -55,7 +58,7 @@ def check_accounting() -> str | None:
     return None if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")
 
 
-def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(launcher: BaseSubmititLauncher, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit the jobs as one array, then wait for each: one ``JobReturn`` per job, in order."""
     config = launcher.config
     why = check_accounting()

@@ -9,7 +9,8 @@ import math
 import os
 import socket
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from gdexp.failures import note_failures
 from gdexp.sweeps import search
@@ -18,10 +19,17 @@ from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.record import read_sweep, sweep_dir
 from gdexp.tracking.uri import masked, target_of
 
+if TYPE_CHECKING:
+    from hydra.core.utils import JobReturn
+    from hydra.plugins.launcher import Launcher
+    from omegaconf import DictConfig
+    from optuna import Study
+    from optuna.trial import FrozenTrial, Trial
+
 # --------------------------------------------------------------------------- trials
 
 
-def counted(study: Any) -> int:
+def counted(study: Study) -> int:
     """The trials that count toward ``n_trials``: complete, pruned, or failed by the run itself."""
     from optuna.trial import TrialState
 
@@ -33,7 +41,7 @@ def counted(study: Any) -> int:
     )
 
 
-def fail_abandoned(study: Any) -> int:
+def fail_abandoned(study: Study) -> int:
     """Trials left RUNNING by a process that is gone (a kill -9): FAILED, to be asked again."""
     from optuna.trial import TrialState
 
@@ -49,14 +57,14 @@ def fail_abandoned(study: Any) -> int:
     return failed
 
 
-def ask(study: Any, space: search.Space) -> Any:
+def ask(study: Study, space: search.Space) -> Trial:
     trial = study.ask(space.distributions)
     trial.set_user_attr("gdexp.host", socket.gethostname())
     trial.set_user_attr("gdexp.pid", os.getpid())
     return trial
 
 
-def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -> str:
+def tell(study: Study, trial: Trial, value: dict[str, Any] | None, objective: str) -> str:
     """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
     from optuna.trial import TrialState
 
@@ -75,7 +83,7 @@ def tell(study: Any, trial: Any, value: dict[str, Any] | None, objective: str) -
     return outcome
 
 
-def interrupted(study: Any, trials: list[Any]) -> None:
+def interrupted(study: Study, trials: list[Trial]) -> None:
     """The batch's trials that were still open when the command was interrupted: FAILED."""
     from optuna.trial import TrialState
 
@@ -88,20 +96,20 @@ def interrupted(study: Any, trials: list[Any]) -> None:
             pass
 
 
-def best(study: Any) -> Any | None:
+def best(study: Study) -> FrozenTrial | None:
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return study.best_trial if done else None
 
 
-def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
+def best_rows(study: Study, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
     """The parent run's view of the study so far: metrics (``best_<objective>`` and each numeric
     best param, at step = trials counted) and tags (the best trial, its params, its run)."""
     trial = best(study)
     if trial is None:
         return [("trials", float(done), done)], {}
-    rows = [(f"best_{objective}", float(trial.value), done), ("trials", float(done), done)]
+    rows = [(f"best_{objective}", float(trial.value or 0.0), done), ("trials", float(done), done)]
     rows += [(f"best.{k}", float(v), done) for k, v in trial.params.items() if isinstance(v, (int, float))]
     tags = {
         "gdexp.best_trial": str(trial.number),
@@ -115,7 +123,7 @@ def best_rows(study: Any, objective: str, done: int) -> tuple[list[tuple[str, fl
 # --------------------------------------------------------------------------- the loop
 
 
-def _say_best(study: Any, objective: str) -> str:
+def _say_best(study: Study, objective: str) -> str:
     trial = best(study)
     if trial is None:
         return "no complete trial yet"
@@ -123,7 +131,7 @@ def _say_best(study: Any, objective: str) -> str:
     return f"best {objective} {trial.value:.4g} at {shown} (trial {trial.number})"
 
 
-def _description(study: Any, space: search.Space, settings: search.Settings) -> str:
+def _description(study: Study, space: search.Space, settings: search.Settings) -> str:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -141,9 +149,8 @@ def _description(study: Any, space: search.Space, settings: search.Settings) -> 
     return text
 
 
-def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
+def run_study(config: DictConfig, launcher: Launcher, arguments: list[str]) -> list[Sequence[JobReturn]]:
     """The sweeper's ``sweep``: every batch's ``JobReturn`` lists, in order."""
-    config = sweeper.config
     settings = search.Settings.of(config.hydra.sweeper)
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     space = search.parse_space(params + list(arguments))
@@ -162,7 +169,7 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
     )
     parent.update([], {"gdexp.study": study.study_name, "gdexp.study_storage": masked(storage)})
 
-    batches: list[Any] = []
+    batches: list[Sequence[JobReturn]] = []
     job_idx = 0
     while done < settings.n_trials:
         trials = [ask(study, space) for _ in range(min(settings.n_jobs, settings.n_trials - done))]
@@ -172,7 +179,7 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
             record.trials.update({str(job_idx + i): t.number for i, t in enumerate(trials)})
             record.save(folder)
         try:
-            returns = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
+            returns = launcher.launch(batch, initial_job_idx=job_idx)
         except BaseException:
             interrupted(study, trials)
             raise

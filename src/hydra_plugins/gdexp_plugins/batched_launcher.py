@@ -17,19 +17,13 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from gdexp.sweeps.settings import BatchedSettings
 from hydra_plugins.gdexp_plugins import is_gdexp_config
 
 
 @dataclass
-class BatchedLauncherConf:
+class BatchedLauncherConf(BatchedSettings):
     _target_: str = "hydra_plugins.gdexp_plugins.batched_launcher.BatchedLauncher"
-    # Steps per metric curve in MLflow: an even grid with the first and last epoch (0: every
-    # epoch). Each run's history.csv keeps every epoch whatever this says.
-    curve_points: int = 100
-    # Writer processes that write finished runs to MLflow in parallel with training; null: by
-    # store (2 on SQLite, whose writes queue for one lock; 4 on a server, which takes them in
-    # parallel). Measured by benchmarks/bench_scale.py.
-    writers: int | None = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="gdexp")
@@ -38,9 +32,9 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 class BatchedLauncher(BasicLauncher):
     """Groups the jobs that can share one computation and trains each group as one population."""
 
-    def __init__(self, curve_points: int = 100, writers: int | None = None) -> None:
+    def __init__(self, **settings: int | None) -> None:
         super().__init__()
-        self.curve_points, self.writers = curve_points, writers
+        self.settings = BatchedSettings(**settings)  # type: ignore[arg-type]
         self.gdexp = False  # whether the app is gdexp (else: the basic launcher)
         self._pools: dict = {}
 
@@ -50,7 +44,7 @@ class BatchedLauncher(BasicLauncher):
         if self.gdexp:
             from gdexp.sweeps.batched import start_early
 
-            self._pools = start_early(config, self.writers)
+            self._pools = start_early(config, self.settings.writers)
 
     def take_writer_pools(self) -> dict:
         """The writer pools started in ``setup``: every launch uses them (a search launches one

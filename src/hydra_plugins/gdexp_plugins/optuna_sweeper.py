@@ -12,23 +12,17 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from gdexp.sweeps.settings import SearchSettings
+
 
 @dataclass
-class OptunaSweeperConf:
+class OptunaSweeperConf(SearchSettings):
     _target_: str = "hydra_plugins.gdexp_plugins.optuna_sweeper.OptunaSweeper"
-    n_trials: int = 20  # the study's total
-    n_jobs: int = 1  # trials asked per batch and handed to the launcher together
-    objective: str = "final_loss"  # a summary metric
-    direction: str = "minimize"
-    sampler: str = "tpe"  # tpe, random, gp, qmc, grid
-    seed: int | None = None
-    study_name: str | None = None  # null: derived from the sweep's fixed overrides
-    storage: str | None = None  # null: beside the MLflow store
-    params: dict[str, str] | None = None  # the search space in a config file: key -> grammar
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="gdexp")
@@ -36,10 +30,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSw
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        self.settings = settings
+        self.settings = SearchSettings(**settings)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
-        self.launcher = None
+        self.launcher: Launcher | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -50,4 +44,5 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from gdexp.sweeps.study import run_study
 
-        return run_study(self, list(arguments))
+        assert self.config is not None and self.launcher is not None  # set by setup()
+        return run_study(self.config, self.launcher, list(arguments))

@@ -21,6 +21,11 @@ ACCELERATOR = os.environ.get("GDEXP_TEST_ACCELERATOR")  # e.g. gpu: in-process j
 OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per core, at most 4 (each test starts processes of its own)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
     if not any(item.get_closest_marker("gpu") for item in items):
@@ -111,6 +116,60 @@ def gdexp(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300,
         timeout=timeout,
         **kw,
     )
+
+
+def gdexp_here(args: list[str], cwd: Path, env: dict[str, str], module: str = "gdexp.run"):
+    """``gdexp`` in this process: the same entry point (``main``), argv, directory and
+    environment, its exit status and its output, for tests that are not about processes
+    (starting Python, torch and MLflow costs seconds a command). Writers are closed at the end,
+    as a process's exit closes them."""
+    import contextlib
+    import io
+    import signal
+    import subprocess
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gdexp.session import SESSION
+
+    programs = {"gdexp.run": "gdexp-run", "gdexp.sync": "gdexp-sync", "gdexp.compare": "gdexp-compare"}
+    saved_env, saved_cwd, saved_argv = dict(os.environ), Path.cwd(), sys.argv
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = [programs[module], *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                if module == "gdexp.run":
+                    from gdexp.run import main
+
+                    main()
+                elif module == "gdexp.sync":
+                    from gdexp.sync import main as sync_main
+
+                    sync_main(list(args))
+                else:
+                    from gdexp.compare.cli import main as compare_main
+
+                    compare_main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            finally:
+                SESSION.close_writers()
+    finally:
+        GlobalHydra.instance().clear()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([programs[module], *args], code, out.getvalue(), err.getvalue())
 
 
 def start_gdexp(args: list[str], cwd: Path, env: dict[str, str], **kw):

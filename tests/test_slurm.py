@@ -14,7 +14,8 @@ from conftest import all_runs, gdexp, start_gdexp, wait_until
 from mlflow import MlflowClient
 from test_scaleout import GRID, assert_complete_sweep
 
-pytestmark = pytest.mark.slow
+# One Slurm cluster (its fixed ports) for the session: its tests share one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=10"]
 LONG = 40000  # epochs: about 40 s of training, long enough to stop a job mid-run

@@ -125,7 +125,14 @@ def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batched")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
     env.pop("HYDRA_FULL_ERROR", None)
-    args = ["-m", "hydra/launcher=batched", f"optimizer={','.join(OPTIMIZERS)}", *GRID]
+    # loss_curves=true: every member's loss_curve.png, to compare its artifacts with a per-run job's
+    args = [
+        "-m",
+        "hydra/launcher=batched",
+        "hydra.launcher.loss_curves=true",
+        f"optimizer={','.join(OPTIMIZERS)}",
+        *GRID,
+    ]
     result = gdexp(args, tmp, env, timeout=600)
     assert result.returncode == 0, result.stderr
     return tmp, env["MLFLOW_TRACKING_URI"], result
@@ -293,6 +300,7 @@ def test_bad_values_stop_a_batched_sweep_before_any_run(tmp_path, cli_env):
         (["lr=0.1,-1"], "lr=-1.0; allowed: a finite number > 0"),
         (["hydra.launcher.curve_points=10"], "hydra.launcher.curve_points=10"),
         (["hydra.launcher.writers=0"], "hydra.launcher.writers=0; allowed: an integer >= 1, or null (by store)"),
+        (["hydra.launcher.loss_curves=maybe"], "hydra.launcher.loss_curves"),
     ]:
         result = gdexp(["-m", "hydra/launcher=batched", "epochs=5", *args], tmp_path, cli_env)
         assert result.returncode == 2, result.stderr
@@ -328,3 +336,18 @@ def test_writers_by_store_unless_set():
     assert writers_for("sqlite:////tmp/mlflow.db", None) == 2  # one lock: one store writer, one for artifacts
     assert writers_for("http://127.0.0.1:5000", None) == 4  # a server takes writes in parallel
     assert writers_for("postgresql://u@h/db", None) == 4 and writers_for("http://h", 1) == 1
+
+
+@pytest.mark.slow
+def test_members_keep_their_files_and_draw_no_curve_unless_asked(tmp_path, cli_env):
+    """By default a member's loss curve is not drawn (8 ms a run): its run keeps config.yaml and
+    history.csv, MLflow charts its loss from the metrics, and the summary says where curves are."""
+    done = gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.1", "epochs=30"], tmp_path, cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "(a directory per job: config.yaml, history.csv; curves: gdexp-compare plot, MLflow's UI)" in done.stdout
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    children = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for child in children:
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"config.yaml", "history.csv"}
+        assert len(client.get_metric_history(child.info.run_id, "loss")) == 30

@@ -38,6 +38,8 @@ def ui_lines(process: subprocess.Popen, until: str, timeout: float = 180) -> lis
 
 
 def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
+    """A batched sweep (on SQLite its runs are written by the bulk path) in MLflow's stock UI: the
+    parent, its children, a child's description, dataset and loss chart."""
     why = browser.available()
     if why:
         pytest.skip(why)
@@ -76,6 +78,11 @@ def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
             text = page.wait_for("Description", "Datasets", "Converged at epoch")
             assert re.search(r"sgd at lr 0\.1 with(out)? a bias on `?line`? \(4 samples\)", text)
             assert re.search(r"line \([0-9a-f]{8}\)", text)  # the dataset input, with its digest
+            # the child's loss chart, from the metric history the bulk writer wrote in one transaction
+            page.open(f"{base}/#/experiments/1/runs/{best.group(2)}/model-metrics?workflowType=machine_learning")
+            page.wait_for("Model metrics", "epochs_run")
+            page.type("input[placeholder='Search metric charts']", "^loss$")
+            page.wait_until("return document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
     finally:
         ui.send_signal(signal.SIGINT)
         out, err = ui.communicate(timeout=60)

@@ -23,7 +23,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, its errors said in one line (no usage block), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        fail(self.prog, message)
+        fail(self.prog.split()[0], message)  # a subcommand's parser says the command's name
 
 
 @contextmanager

@@ -210,7 +210,7 @@ class Job:
         )
 
     def ended(
-        self, history: History, end_status: str, curve_points: int, **extra_tags: str
+        self, history: History, end_status: str, curve_points: int, loss_curve: bool = True, **extra_tags: str
     ) -> tuple[Outcome, tuple[FinishedRun, RunFiles] | None]:
         """A run trained elsewhere (a population's member) and ended: its record written whole,
         and what its MLflow run gets (None with tracking off), curves on an even grid of
@@ -241,7 +241,7 @@ class Job:
             self.name,
             [str(folder / "config.yaml"), str(folder / "history.csv")],
             history.loss,
-            str(folder / "loss_curve.png"),
+            str(folder / "loss_curve.png") if loss_curve else "",
         )
         return outcome, (run, files)
 

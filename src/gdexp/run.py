@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+import gdexp.session
 from gdexp.config import CONF_DIR, register_configs
 from gdexp.explain import is_config_error, one_line
 from gdexp.session import SESSION
@@ -30,7 +31,9 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
-    SESSION.task_started = True  # from here on, a failure is the job's, not the configuration's
+    # Through the module: launchers pickle this function by value (its name is Hydra's wrapper's),
+    # and a module is pickled by name, where the session itself (its lock) could not be.
+    gdexp.session.SESSION.task_started = True  # from here on, a failure is the job's
     return hydra_task(cfg)
 
 

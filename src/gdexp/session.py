@@ -62,6 +62,7 @@ class Session:
         self.task_started = False
         self.writers: dict[tuple[str, str], Closable] = {}  # (uri, experiment) -> its writer process
         self.pools: list[Closable] = []  # writer pools of batched launches; a sweep's end closes them
+        self.said: set[str] = set()  # notes about a store, said once a process
         self._turn = threading.RLock()
         atexit.register(self.close_writers)
 

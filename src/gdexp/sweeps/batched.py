@@ -199,7 +199,13 @@ def _train_and_record(
         )
         killed = curves.interrupted and not history.diverged and epochs < int(job.cfg.epochs)
         end_status = "KILLED" if killed else "FINISHED"
-        outcome, run = job.ended(history, end_status, launcher.settings.curve_points, **{"gdexp.population": note})
+        outcome, run = job.ended(
+            history,
+            end_status,
+            launcher.settings.curve_points,
+            launcher.settings.loss_curves,
+            **{"gdexp.population": note},
+        )
         statuses[outcome.status] += 1
         returns[member.sweep_job.index] = _returned(member.sweep_job, outcome.returned(), launch_dir)
         if run is not None:

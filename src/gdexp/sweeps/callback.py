@@ -23,7 +23,7 @@ from gdexp.session import SESSION
 from gdexp.sweeps import search
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.sweeps.parent import SweepRun
-from gdexp.sweeps.settings import check_launcher, is_search
+from gdexp.sweeps.settings import check_launcher, draws_loss_curves, is_search
 from gdexp.sweeps.summary import print_sweep_summary
 from gdexp.tracking.record import sweep_dir
 from gdexp.tracking.uri import target_of
@@ -105,7 +105,8 @@ class SweepCallback(Callback):
                 jobs = settings.n_trials
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             self.sweep = SweepRun(folder, target_of(config), study=name)
-            self.sweep.open(every, jobs, search.study_key(name) if name else None)
+            resume = bool(config.tracking.skip_finished)
+            self.sweep.open(every, jobs, search.study_key(name) if name else None, resume=resume)
         except Exception as err:  # Hydra would turn any exception here into a warning, and sweep on
             raise SweepAborted(err) from None
 
@@ -119,7 +120,8 @@ class SweepCallback(Callback):
         if outcome.runs or not sweep.study:
             local = target is None or not target.remote
             experiment = target.experiment if target else None
-            print_sweep_summary(outcome, folder, sweep.run_id, experiment, link, local, len(SESSION.skipped))
+            curves = draws_loss_curves(config.hydra.launcher)
+            print_sweep_summary(outcome, folder, sweep.run_id, experiment, link, local, len(SESSION.skipped), curves)
 
 
 def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:

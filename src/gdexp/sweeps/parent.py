@@ -32,6 +32,7 @@ class SweepRun:
     def __init__(self, folder: Path, target: Target | None, study: str | None = None):
         self.folder, self.target, self.study = folder, target, study
         self.run_id: str | None = None
+        self.reopened = False  # an earlier command's parent, continued
 
     @property
     def tracker(self) -> Tracker | None:
@@ -43,20 +44,32 @@ class SweepRun:
 
     # ------------------------------------------------------------------ open
 
-    def open(self, every: list[str], jobs: int, study_key: str | None = None) -> None:
-        """Make the parent run (or reopen the study's, found by ``study_key``) and write the sweep's
-        record; the session ends it KILLED if this command is interrupted."""
+    def open(self, every: list[str], jobs: int, study_key: str | None = None, resume: bool = False) -> None:
+        """Make the parent run and write the sweep's record; the session ends it KILLED if this
+        command is interrupted. A study's parent (found by ``study_key``) is reopened by every
+        later command. The same grid run again (same overrides, same experiment) is the same
+        sweep: with ``resume`` (``tracking.skip_finished=true``) its parent is reopened, so its
+        runs stay one sweep; without, a new parent is made and a warning names the earlier one."""
         self.folder.mkdir(parents=True, exist_ok=True)
         SESSION.sweeps.append(self)
         record = SweepInfo(overrides=masked_overrides(every), jobs=jobs, study=self.study)
         tracker = self.tracker
         if tracker is not None and self.target is not None:
-            query = f"tags.`gdexp.study_key` = '{study_key}' and tags.`gdexp.role` = 'sweep'"
-            found = tracker.find_runs(query) if study_key else []
-            if found:
+            key = study_key or sweep_key(every)
+            kind = "study_key" if study_key else "sweep_key"
+            found = tracker.find_runs(f"tags.`gdexp.{kind}` = '{key}' and tags.`gdexp.role` = 'sweep'")
+            if found and (study_key or resume):
                 self.reopen(found[0])
             else:
+                if found:
+                    earlier = f"{len(found)} times" if len(found) > 1 else "once"
+                    warn(
+                        f"this sweep ran {earlier} before (parent run {found[0]}): its runs are made again "
+                        "under a new parent; tracking.skip_finished=true continues that sweep, running only "
+                        "the jobs that did not finish"
+                    )
                 self.run_id = tracker.start_run(*self._new_parent(every, jobs, study_key))
+                tracker.set_tags(self.run_id, {f"gdexp.{kind}": key})
             record.parent_run_id, record.tracking_uri = self.run_id, self.target.shown
             record.experiment = self.target.experiment
         record.save(self.folder)
@@ -81,7 +94,7 @@ class SweepRun:
         assert tracker is not None
         tracker.reopen_run(run_id)
         tracker.set_tags(run_id, {"gdexp.sweep_dir": str(self.folder)})
-        self.run_id = run_id
+        self.run_id, self.reopened = run_id, True
 
     @classmethod
     def found(cls, folder: Path, target: Target | None) -> SweepRun:
@@ -124,7 +137,8 @@ class SweepRun:
         if tracker is None or self.run_id is None:
             return outcome, None
         try:
-            if not self.study:
+            # A study keeps its own up to date; a continued sweep that ran nothing keeps its summary.
+            if not self.study and not (self.reopened and not outcome.runs):
                 best = outcome.best(n=1)
                 tags = {NOTE_TAG: outcome.description(sweep_params(record.overrides if record else []))}
                 if best and best[0].mlflow_run_id:
@@ -146,6 +160,19 @@ class SweepRun:
             print(f"gdexp: sweep {self.folder} closed: {report.counts()}", file=sys.stderr)
         except TrackingError as err:
             warn(f"{err}; `python -m gdexp.sync {self.folder}` ends its runs")
+
+
+# Overrides that say where or how a sweep runs, not what it computes: the same sweep whatever they say.
+NOT_IDENTITY = ("hydra.sweep.dir=", "hydra.run.dir=", "tracking.skip_finished=", "hydra.launcher.", "hydra/launcher=")
+
+
+def sweep_key(every: list[str]) -> str:
+    """A grid's identity in its experiment: its overrides (credentials masked, in any order),
+    without those that say only where or how it runs."""
+    import hashlib
+
+    kept = sorted(o for o in masked_overrides(every) if not o.startswith(NOT_IDENTITY))
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
 
 
 def mark_killed(folder: Path) -> int:

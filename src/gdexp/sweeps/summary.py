@@ -111,6 +111,12 @@ class SweepOutcome:
         return text
 
 
+JOB_FILES = {
+    True: "config.yaml, history.csv, loss_curve.png",
+    False: "config.yaml, history.csv; curves: gdexp-compare plot, MLflow's UI",
+}
+
+
 def print_sweep_summary(
     outcome: SweepOutcome,
     folder: Path,
@@ -119,6 +125,7 @@ def print_sweep_summary(
     link: str | None,
     local_store: bool,
     skipped: int = 0,
+    loss_curves: bool = True,
 ) -> None:
     """The lines that end a sweep on the terminal: where it is, how it went, what to do next."""
     total = len(outcome.runs)
@@ -144,7 +151,7 @@ def print_sweep_summary(
         print(f"  best {len(best)} by final loss:")
         for row in rows:
             print("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print(f"  outputs: {shown_path(folder)} (a directory per job: config.yaml, history.csv, loss_curve.png)")
+    print(f"  outputs: {shown_path(folder)} (a directory per job: " + JOB_FILES[loss_curves] + ")")
     if link:
         print(f"  open it: {link}" + (" (with `gdexp-ui` running)" if local_store else ""))
     if parent:

@@ -75,6 +75,9 @@ class Tracker:
             if ready.error is not None:
                 self._forget()
                 raise TrackingError(ready.error)
+            if ready.note and ready.note not in SESSION.said:
+                SESSION.said.add(ready.note)
+                warn(f"tracking.uri={self.shown_uri}: {ready.note}")
             self._ready = ready.experiment_id
         return self._ready
 

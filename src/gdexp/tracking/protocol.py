@@ -133,7 +133,7 @@ class RunFiles:
     name: str
     artifacts: list[str]
     loss: list[float]
-    loss_curve: str
+    loss_curve: str  # where to draw loss_curve.png; "" for none (a batched member, by default)
     artifact_uri: str = ""
 
 
@@ -172,6 +172,7 @@ class Ready:
 
     experiment_id: str | None = None
     error: str | None = None
+    note: str | None = None  # said once by the main process: why finished runs take the client path
 
 
 @dataclass(frozen=True)

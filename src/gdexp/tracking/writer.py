@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gdexp.tracking import protocol as p
+from gdexp.tracking.bulk import BulkWriter, open_bulk
 from gdexp.tracking.loss_curve import drawer, save_loss_curve
 from gdexp.tracking.store import (
     check_reachable,
@@ -36,8 +37,9 @@ from gdexp.tracking.uri import TrackingError
 class Writer:
     """One store, one experiment, the operations of one main process."""
 
-    def __init__(self, conn: Connection, uri: str, client: Any, experiment_id: str):
+    def __init__(self, conn: Connection, uri: str, client: Any, experiment_id: str, bulk: BulkWriter | None = None):
         self.conn, self.uri, self.client, self.experiment_id = conn, uri, client, experiment_id
+        self.bulk = bulk  # finished runs many to a transaction (SQL stores of this MLflow's schema)
         self.remote = uri.startswith(("http://", "https://"))
         self.down = False  # the server stopped answering: fail fast until a new run finds it back
         self.open_runs: set[str] = set()
@@ -102,11 +104,22 @@ class Writer:
         return finished_runs(self.client, self.experiment_id)
 
     def write_runs(self, op: p.WriteRuns) -> p.WrittenRuns:
-        """Each finished run in as few calls as MLflow allows: create (with its tags), one
+        """The finished runs in one transaction of the bulk path where the store has one; else,
+        or where that transaction fails (it leaves nothing behind), each run through the client."""
+        if self.bulk is not None:
+            try:
+                written = retrying(self.bulk.write, op.runs)
+                return p.WrittenRuns(written=list(written))
+            except Exception:
+                pass  # each run on its own through the client: the one that fails says why
+        return self.write_each(op.runs)
+
+    def write_each(self, runs: list[p.FinishedRun]) -> p.WrittenRuns:
+        """Each finished run in as few calls as MLflow's client allows: create (with its tags), one
         ``log_batch`` per 1000 params and metrics, end. A run that fails is ended FAILED if it was
         created; its record keeps everything for ``gdexp.sync``."""
         out = p.WrittenRuns()
-        for run in op.runs:
+        for run in runs:
             created = None
             try:
                 created = retrying(
@@ -136,8 +149,10 @@ class Writer:
         for files in op.files:
             try:
                 repository = get_artifact_repository(files.artifact_uri, tracking_uri=self.uri)
-                drawn = save_loss_curve(files.loss, Path(files.loss_curve), files.name)
-                for path in [*files.artifacts, str(drawn)]:
+                drawn = (
+                    [str(save_loss_curve(files.loss, Path(files.loss_curve), files.name))] if files.loss_curve else []
+                )
+                for path in [*files.artifacts, *drawn]:
                     retrying(repository.log_artifact, path)
             except Exception as err:
                 failures.append(f"[{files.name}] artifacts: {type(err).__name__}: {first_line(err)}")
@@ -234,12 +249,13 @@ def main(fd: int, uri: str, experiment: str) -> None:
         except OSError:
             pass
         return
+    bulk, note = open_bulk(client, uri, experiment_id)
     try:
-        conn.send(p.Ready(experiment_id=experiment_id))
+        conn.send(p.Ready(experiment_id=experiment_id, note=note))
     except OSError:  # the main process is gone already (it failed before its first write)
         return
     drawer()  # Matplotlib's import, while the main process is still importing torch
-    Writer(conn, uri, client, experiment_id).serve()
+    Writer(conn, uri, client, experiment_id, bulk).serve()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,223 @@
+"""Finished runs written many to a transaction, through MLflow's own SQLAlchemy models.
+
+MLflow's client writes a run in about nine database sessions and six commits (``create_run``,
+``log_batch``'s params, metrics and tags apart, ``latest_metrics`` upserted key by key with a
+``SELECT ... FOR UPDATE``, ``log_inputs``, ``set_terminated``): about 44 ms a run on SQLite, where
+the database takes its rows in 2-3 ms. MLflow has no write API across runs (mlflow#3010), so a
+run that is written whole (a batched sweep's members, a search's trials in a population) goes in
+here instead: the same rows MLflow's client would write, many runs to one transaction, through
+``mlflow.store.tracking.dbmodels`` (no hand-written DDL or SQL).
+
+What a run gets, exactly as the client path gives it (``tests/test_bulk.py`` compares the two as
+MLflow's stock client reads them): the run row (name, user from ``mlflow.user``, status, start
+and end time, lifecycle, the artifact URI under the experiment's artifact location), every tag
+(``mlflow.runName`` added as ``create_run`` adds it), every param (checked as ``log_batch`` checks
+them), the full metric history (NaN and inf sanitized as MLflow does), ``latest_metrics`` (the
+greatest ``(step, timestamp, value)`` per key), and the dataset with its input and its
+``mlflow.data.context`` tag.
+
+Only where the store's alembic revision is the one the installed MLflow writes: another schema
+(a store an older or newer MLflow made) keeps the client path, and :func:`open_bulk` says why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gdexp.tracking import protocol as p
+
+CONTEXT_TAG = ("mlflow.data.context", "training")
+
+
+def _store_of(client: Any) -> Any:
+    return client._tracking_client.store
+
+
+def schema_revisions(store: Any) -> tuple[str | None, str]:
+    """The store's alembic revision, and the one the installed MLflow writes."""
+    import sqlalchemy
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    head = ScriptDirectory.from_config(_get_alembic_config(store.db_uri)).get_current_head()
+    with store.engine.connect() as connection:
+        row = connection.execute(sqlalchemy.text("select version_num from alembic_version")).first()
+    return (row[0] if row else None), str(head)
+
+
+def open_bulk(client: Any, uri: str, experiment_id: str) -> tuple[BulkWriter | None, str | None]:
+    """The bulk writer for a SQLite or PostgreSQL store, or None and the one line that says why
+    finished runs take the client path (None for a tracking server: its client path is the one)."""
+    if not uri.startswith(("sqlite:///", "postgresql")) or os.environ.get("GDEXP_BULK") == "0":
+        return None, None  # GDEXP_BULK=0: the client path on purpose (benchmarks/bench_scale.py compares)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = _store_of(client)
+    if not isinstance(store, SqlAlchemyStore):
+        return None, f"the store is a {type(store).__name__}: finished runs go through MLflow's client, one at a time"
+    try:
+        found, head = schema_revisions(store)
+    except Exception as err:  # no alembic_version table: not a store this MLflow made
+        return (
+            None,
+            f"the store's schema cannot be read ({type(err).__name__}): finished runs go through MLflow's client",
+        )
+    if found != head:
+        return None, (
+            f"the store's schema is alembic revision {found}, the installed MLflow writes {head}: "
+            "finished runs go through MLflow's client, one at a time (slower; the same runs)"
+        )
+    return BulkWriter(store, experiment_id), None
+
+
+@dataclass
+class BulkWriter:
+    """Writes finished runs into one experiment of a SQL store, a transaction per call."""
+
+    store: Any  # mlflow's SqlAlchemyStore, as the process's MlflowClient opened it
+    experiment_id: str
+
+    def check(self, run: p.FinishedRun, now: int) -> tuple[list[Any], list[Any]]:
+        """The run's metrics and params as ``log_batch`` would take them (its checks, its
+        de-duplication): raises what the client path would raise."""
+        from mlflow.entities import Metric, Param
+        from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
+
+        metrics = [Metric(k, float(v), now, s) for k, v, s in run.metrics]
+        params = [Param(k, v) for k, v in run.params.items()]
+        metrics, params, _ = _validate_batch_log_data(metrics, params, [])
+        _validate_param_keys_unique(params)
+        return metrics, params
+
+    def write(self, runs: list[p.FinishedRun]) -> list[p.Written]:
+        """Every run, or none of them (one transaction); where each went."""
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlDataset,
+            SqlExperiment,
+            SqlInput,
+            SqlInputTag,
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlRun,
+            SqlTag,
+        )
+        from mlflow.utils.uri import append_to_uri_path
+
+        now = int(time.time() * 1000)
+        checked = [self.check(run, now) for run in runs]
+        written: list[p.Written] = []
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            experiment = session.query(SqlExperiment).filter(SqlExperiment.experiment_id == self.experiment_id).one()
+            if experiment.lifecycle_stage != "active":
+                raise ValueError(f"experiment {self.experiment_id} is {experiment.lifecycle_stage}")
+            datasets = self._datasets(session, SqlDataset, runs)
+            rows: list[Any] = []
+            for run, (metrics, params) in zip(runs, checked):
+                run_id = uuid.uuid4().hex
+                artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
+                tags = dict(run.tags)
+                tags.setdefault("mlflow.runName", run.name)
+                start = run.start_time or now
+                rows.append(
+                    SqlRun(
+                        run_uuid=run_id,
+                        name=run.name,
+                        artifact_uri=artifact_uri,
+                        experiment_id=self.experiment_id,
+                        source_type="UNKNOWN",
+                        source_name="",
+                        entry_point_name="",
+                        user_id=tags.get("mlflow.user", "unknown"),
+                        status=run.status,
+                        start_time=start,
+                        end_time=run.end_time or now,
+                        deleted_time=None,
+                        source_version="",
+                        lifecycle_stage="active",
+                    )
+                )
+                rows += [SqlTag(run_uuid=run_id, key=k, value=v) for k, v in tags.items()]
+                rows += [SqlParam(run_uuid=run_id, key=q.key, value=q.value) for q in params]
+                rows += self._metrics(run_id, metrics, SqlMetric, SqlLatestMetric)
+                if run.dataset is not None:
+                    input_id = uuid.uuid4().hex
+                    source = datasets[(run.dataset.name, run.dataset.digest)]
+                    rows.append(
+                        SqlInput(
+                            input_uuid=input_id,
+                            source_type="DATASET",
+                            source_id=source,
+                            destination_type="RUN",
+                            destination_id=run_id,
+                        )
+                    )
+                    rows.append(SqlInputTag(input_uuid=input_id, name=CONTEXT_TAG[0], value=CONTEXT_TAG[1]))
+                written.append(p.Written(run_id, artifact_uri))
+            session.add_all(rows)
+        return written
+
+    def _datasets(self, session: Any, SqlDataset: Any, runs: list[p.FinishedRun]) -> dict[tuple[str, str], str]:
+        """(name, digest) -> dataset id for every run's dataset: found in the experiment, or made."""
+        specs = {(r.dataset.name, r.dataset.digest): r.dataset for r in runs if r.dataset is not None}
+        if not specs:
+            return {}
+        found = (
+            session.query(SqlDataset)
+            .filter(SqlDataset.experiment_id == self.experiment_id)
+            .filter(SqlDataset.name.in_({n for n, _ in specs}))
+            .filter(SqlDataset.digest.in_({d for _, d in specs}))
+            .all()
+        )
+        ids = {(d.name, d.digest): d.dataset_uuid for d in found}
+        for key, spec in specs.items():
+            if key not in ids:
+                ids[key] = uuid.uuid4().hex
+                session.add(
+                    SqlDataset(
+                        dataset_uuid=ids[key],
+                        experiment_id=self.experiment_id,
+                        name=spec.name,
+                        digest=spec.digest,
+                        dataset_source_type=spec.source_type,
+                        dataset_source=spec.source,
+                        dataset_schema=spec.schema,
+                        dataset_profile=spec.profile,
+                    )
+                )
+        session.flush()  # a dataset another process made meanwhile fails here, not mid-runs
+        return ids
+
+    def _metrics(self, run_id: str, metrics: list[Any], SqlMetric: Any, SqlLatestMetric: Any) -> list[Any]:
+        """The full history (duplicates dropped, as ``log_batch`` drops them) and the latest value
+        of each key: the greatest ``(step, timestamp, value)``, as MLflow compares them."""
+        rows: list[Any] = []
+        latest: dict[str, tuple[tuple, float, bool, Any]] = {}
+        seen: set[Any] = set()
+        for metric in metrics:
+            if metric in seen:
+                continue
+            seen.add(metric)
+            is_nan, value = self.store.sanitize_metric_value(metric.value)
+            rows.append(
+                SqlMetric(
+                    run_uuid=run_id,
+                    key=metric.key,
+                    value=value,
+                    timestamp=metric.timestamp,
+                    step=metric.step,
+                    is_nan=is_nan,
+                )
+            )
+            order = (metric.step, metric.timestamp, value)  # the sanitized value, as MLflow compares
+            if metric.key not in latest or order > latest[metric.key][0]:
+                latest[metric.key] = (order, value, is_nan, metric)
+        rows += [
+            SqlLatestMetric(run_uuid=run_id, key=k, value=v, timestamp=m.timestamp, step=m.step, is_nan=nan)
+            for k, (_, v, nan, m) in latest.items()
+        ]
+        return rows

@@ -6,8 +6,8 @@
 # The environment: the virtual environment already active (VIRTUAL_ENV or CONDA_PREFIX), else
 # .venv in this checkout, made with python3 if it is not there yet. So it works on a stock
 # Debian/Ubuntu where only `python3` exists and pip refuses to touch the system (PEP 668).
-# PyTorch comes first, pinned to the CPU wheel 2.13.0: a bare `torch` requirement with no torch
-# installed would pull a multi-GB CUDA build. Then gdexp itself, editable; `--test` adds the test
+# PyTorch comes first, 2.13.0, its build chosen on purpose (below): the CPU build without an
+# NVIDIA GPU, the CUDA build with one. Then gdexp itself, editable; `--test` adds the test
 # tools, Chromium (Debian's package, for the report and UI tests) and the packages of a
 # single-node Slurm with accounting (scripts/slurm_cluster.sh starts it for the Slurm tests, which
 # skip, saying why, where they cannot be installed). After `--`, COMMAND runs
@@ -58,7 +58,26 @@ export VIRTUAL_ENV="$env_dir"
 export PATH="$env_dir/bin:$PATH"
 py="$env_dir/bin/python"
 
-"$py" -m pip install --quiet --disable-pip-version-check torch==2.13.0
+# PyTorch first, chosen on purpose (a bare `torch` requirement would pull whatever pip's default
+# index serves: on Linux that is the CUDA build, about 4.6 GB). Without an NVIDIA GPU, the CPU
+# build from PyTorch's own CPU wheel index; with one (nvidia-smi lists a GPU), the CUDA build
+# from PyPI. Where the CPU index cannot be reached, what pip finds, said in one line.
+torch_pin="torch==2.13.0"
+cpu_index="${GDEXP_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+pip_install() { "$py" -m pip install --quiet --disable-pip-version-check "$@"; }
+if "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    :  # installed already: kept as it is
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q "^GPU"; then
+    echo "setup.sh: an NVIDIA GPU is here: installing PyTorch's CUDA build (several GB)" >&2
+    pip_install "$torch_pin"
+elif "$py" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=15)" \
+    "$cpu_index" 2>/dev/null; then
+    echo "setup.sh: no NVIDIA GPU: installing PyTorch's CPU build from $cpu_index" >&2
+    pip_install --index-url "$cpu_index" --extra-index-url https://pypi.org/simple "$torch_pin+cpu"
+else
+    echo "setup.sh: no NVIDIA GPU, and PyTorch's CPU index ($cpu_index) cannot be reached: installing the torch pip finds" >&2
+    pip_install "$torch_pin"
+fi
 "$py" -m pip install --quiet --disable-pip-version-check -e ".$extras"
 updated=""
 apt_install() {  # apt_install PACKAGE...: Debian packages the tests use, once apt's lists are fresh
@@ -78,6 +97,15 @@ if [ -n "$extras" ]; then
     "$py" -m ipykernel install --sys-prefix --name python3 >/dev/null
 fi
 
+# What was installed, and where gdexp will train (accelerator=auto).
+"$py" - >&2 <<'PY'
+import torch
+if torch.cuda.is_available():
+    where = f"cuda ({torch.cuda.get_device_name(0)})"
+else:
+    where = "cpu" + ("" if torch.version.cuda is None else " (a CUDA build, but no CUDA device here)")
+print(f"setup.sh: torch {torch.__version__}; gdexp trains on {where} (accelerator=auto)")
+PY
 if [ $# -gt 0 ]; then
     exec "$@"
 fi

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import empty_store, gdexp
+from conftest import empty_store, gdexp, gdexp_here
 from mlflow import MlflowClient
 
 from gdexp import compare
@@ -27,10 +27,11 @@ def store(tmp_path_factory, store_template):
     uri = empty_store(folder, store_template)
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     env.pop("HYDRA_FULL_ERROR", None)
-    grid = gdexp(["-m", "lr=0.01,0.05,0.2", "optimizer=sgd,adam", "epochs=60"], folder, env)
+    # in this process, through gdexp.run's own entry point: the sweeps are data here, not processes
+    grid = gdexp_here(["-m", "lr=0.01,0.05,0.2", "optimizer=sgd,adam", "epochs=60"], folder, env)
     assert grid.returncode == 0, grid.stderr
     first = compare.sweeps(uri=uri).loc[0, "run_id"]
-    seeds = gdexp(["-m", "seed=0,1,2", "init=normal", "optimizer=sgd,adam", "epochs=30", "bias=true"], folder, env)
+    seeds = gdexp_here(["-m", "seed=0,1,2", "init=normal", "optimizer=sgd,adam", "epochs=30", "bias=true"], folder, env)
     assert seeds.returncode == 0, seeds.stderr
     return {"folder": folder, "uri": uri, "env": env, "grid": first, "seeds": compare.sweeps(uri=uri).loc[0, "run_id"]}
 

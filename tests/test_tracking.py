@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, gdexp, run, start_gdexp, wait_until
+from conftest import all_runs, gdexp_here, run, start_gdexp, wait_until
 from mlflow import MlflowClient
 
 
@@ -96,7 +96,7 @@ def test_same_config_same_numbers_and_hash(tmp_path):
 @pytest.mark.fresh_store
 def test_sweep_gives_one_parent_and_eight_finished_children(tmp_path, cli_env):
     cli_env.pop("MLFLOW_TRACKING_URI")  # the embedded default: mlflow.db in the launch directory
-    result = gdexp(["-m", "lr=0.01,0.1", "optimizer=sgd,adam", "bias=true,false"], tmp_path, cli_env)
+    result = gdexp_here(["-m", "lr=0.01,0.1", "optimizer=sgd,adam", "bias=true,false"], tmp_path, cli_env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "mlflow.db").is_file()
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -123,7 +123,7 @@ def test_sweep_gives_one_parent_and_eight_finished_children(tmp_path, cli_env):
 
 @pytest.mark.slow
 def test_diverging_job_finishes_and_the_sweep_goes_on(tmp_path, cli_env):
-    result = gdexp(["-m", "lr=0.2,0.1,0.05", "epochs=200"], tmp_path, cli_env)
+    result = gdexp_here(["-m", "lr=0.2,0.1,0.05", "epochs=200"], tmp_path, cli_env)
     assert result.returncode == 0, result.stderr
     runs = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags]
     status = {

@@ -150,7 +150,16 @@ def test_set_up_on_a_stock_machine_makes_its_own_venv(tmp_path):
         if (REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
+    # PyTorch's CPU wheel index, as a user without a GPU reaches it (here a local copy: this machine
+    # reaches only the package registries): setup.sh must take the CPU build from it on purpose.
+    wheel = next(Path("/opt/wheels").glob("torch-2.13.0+cpu-*.whl"), None) if Path("/opt/wheels").is_dir() else None
+    if wheel is None:
+        pytest.skip("no local copy of PyTorch's CPU wheel to serve as its CPU index")
+    index = tmp_path / "cpu-index"
+    (index / "torch").mkdir(parents=True)
+    (index / "torch" / "index.html").write_text(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
     env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env["GDEXP_TORCH_CPU_INDEX"] = index.as_uri()
     done = subprocess.run(
         ["bash", "scripts/setup.sh", "--", "python", "-m", "gdexp.run", "epochs=5", "engine=numpy"],
         cwd=copy,
@@ -161,6 +170,14 @@ def test_set_up_on_a_stock_machine_makes_its_own_venv(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "making the virtual environment .venv" in done.stderr
+    assert f"setup.sh: no NVIDIA GPU: installing PyTorch's CPU build from {index.as_uri()}" in done.stderr
+    assert "setup.sh: torch 2.13.0+cpu; gdexp trains on cpu (accelerator=auto)" in done.stderr.splitlines()
+    assert (
+        "nvidia"
+        not in subprocess.run(
+            [str(copy / ".venv" / "bin" / "python"), "-m", "pip", "list"], capture_output=True, text=True
+        ).stdout
+    )  # no CUDA stack
     assert done.stdout.rstrip().endswith("Prediction after training: f(5) = 5.563")
     assert (copy / ".venv" / "bin" / "gdexp-run").is_file() and (copy / "mlflow.db").is_file()
     # The system Python was left alone.

@@ -194,7 +194,7 @@ class WriterPool:
     call. All of it overlaps the main process training the next population; the process's writer
     takes one request at a time, so the main thread may use it meanwhile."""
 
-    CHUNK = 8  # runs per message: small enough to keep every writer busy to the end
+    CHUNK = 32  # runs per message (a transaction on the bulk path); small enough to keep writers busy
 
     def __init__(self, uri: str, experiment: str, size: int):
         SESSION.pools.append(self)  # a sweep's launches share it; the sweep's end closes it

@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from gdexp.sweeps.settings import BatchedSettings
@@ -38,7 +39,7 @@ class BatchedLauncher(BasicLauncher):
         self.gdexp = False  # whether the app is gdexp (else: the basic launcher)
         self._pools: dict = {}
 
-    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.gdexp = is_gdexp_config(config)
         if self.gdexp:

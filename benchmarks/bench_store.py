@@ -10,8 +10,9 @@ of this script so that the ratios compare like with like:
   path before the bulk writer);
 - **bulk path**: gdexp's default: finished runs many to a transaction
   (:mod:`gdexp.tracking.bulk`);
-- **profile**: the bulk-path command again under cProfile, its main process's time split into
-  composing (Hydra, OmegaConf), training (torch), records and files, and waiting for the writers.
+- **profile**: the bulk-path command again under cProfile, its main process's time split by
+  step (start-up and checks, composing each job, preparing it, training, ending each run, handing
+  runs to the writers, the sweep's end).
 
 Beside them, two floors from one process writing copies of a run the sweep wrote: MLflow's own
 client (create_run, log_batch, set_terminated a run), and the bulk writer (one transaction per
@@ -38,13 +39,16 @@ from bench_scale import check_store, grid, sample_run  # noqa: E402
 from servers import Postgres  # noqa: E402  (the tests' throwaway server)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# The main process's time by where it is spent: a function's module decides its category.
-CATEGORIES = {
-    "wait for the writers (store, artifacts)": ("_thread.lock", "/threading.py", "/queue.py", "tracking/client.py"),
-    "compose (Hydra, OmegaConf)": ("/hydra/", "/omegaconf/", "/antlr4/", "sweeps/overrides.py", "sweeps/plan.py"),
-    "train (torch, populations)": ("/torch/", "/numpy/", "gdexp/training/", "torch._C", "of 'torch"),
-    "records and files (run.json, history.csv)": ("tracking/record.py", "gdexp/job.py", "/csv.py", "/json/", "io."),
-    "import (Python, torch, MLflow)": ("<frozen importlib", "/importlib/", "marshal"),
+# The main process's time by step: the cumulative time of the functions that do each (a step's
+# time includes what it calls; the steps do not overlap).
+STEPS = {
+    "start-up and checks (imports, the sweep's preflight)": ("gdexp/sweeps/callback.py", "on_multirun_start"),
+    "compose each job's config (per-run values applied)": ("gdexp/sweeps/overrides.py", "apply_overrides"),
+    "prepare each job (checks, params, hash, names)": ("gdexp/job.py", "prepare"),
+    "train the populations": ("gdexp/training/population.py", "train_population"),
+    "end each run (summary, config.yaml, records)": ("gdexp/job.py", "ended"),
+    "hand runs to the writers and settle their ids": ("gdexp/sweeps/batched.py", "_settle"),
+    "the sweep's end (writers finish, parent, summary)": ("gdexp/sweeps/callback.py", "on_multirun_end"),
 }
 
 
@@ -71,17 +75,17 @@ def command(uri: str | None, runs: int, extra_env: dict[str, str], profile: Path
 
 
 def split_profile(path: Path) -> dict[str, float]:
-    """The main process's own time (tottime) by category, in seconds."""
+    """The main process's time by step (cumulative seconds under cProfile, which slows Python
+    code about 1.5x: compare the steps with each other, not with the wall times)."""
     stats = pstats.Stats(str(path))
-    split = dict.fromkeys([*CATEGORIES, "other"], 0.0)
-    for (filename, _, function), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        name = f"{filename} {function}"
-        for category, marks in CATEGORIES.items():
-            if any(m in name for m in marks):
-                split[category] += tottime
-                break
-        else:
-            split["other"] += tottime
+    split = {"whole command": 0.0, **dict.fromkeys(STEPS, 0.0)}
+    for (filename, _, function), (_, _, _, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        name = filename.replace(os.sep, "/")
+        if function == "main" and name.endswith("gdexp/run.py"):
+            split["whole command"] = cumtime
+        for step, (module, wanted) in STEPS.items():
+            if name.endswith(module) and function == wanted:
+                split[step] += cumtime
     return {k: round(v, 1) for k, v in split.items()}
 
 

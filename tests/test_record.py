@@ -148,3 +148,28 @@ def test_a_record_keeps_no_credentials(tmp_path):
     for path in (tmp_path / "j").iterdir():
         assert "s3cret" not in path.read_text(), path.name
     assert json.loads((tmp_path / "j" / "run.json").read_text())["tracking_uri"].endswith("ann:***@db.example/mlflow")
+
+
+def test_config_yaml_is_omegaconfs_yaml_whatever_emitter_writes_it():
+    """config.yaml is written with libyaml's C emitter where there is one: the same text as
+    OmegaConf's own dumper, tricky strings included."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    from gdexp.config import config_yaml
+
+    plain = {
+        "lr": 0.1,
+        "name": "1e-3",
+        "flag": "yes",
+        "none": None,
+        "empty": "",
+        "text": "a: b # c",
+        "nested": {"xs": [1.0, 2.5e-9, 1e300], "s": "null", "u": "é ∞"},
+        "tracking": {"uri": "postgresql://u:pw@h/db", "experiment": "gdexp"},
+    }
+    expected = dict(plain, tracking={"experiment": "gdexp"})
+    python = yaml.dump(
+        expected, Dumper=get_omega_conf_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False
+    )
+    assert config_yaml(plain) == python

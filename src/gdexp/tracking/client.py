@@ -3,6 +3,7 @@ and experiment) and :class:`WriterPool` (several, for a batched sweep's finished
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 from gdexp.errors import warn
 from gdexp.session import SESSION
 from gdexp.tracking import protocol as p
+from gdexp.tracking.protocol import WRITER_URI
 from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, masked
 
 
@@ -28,10 +30,14 @@ class Tracker:
         # A plain subprocess on a socket pair, not multiprocessing: it works the same from a
         # launcher's worker processes (loky, submitit), whatever start method they use.
         ours, theirs = socket.socketpair()
+        # The URI goes in the environment, which only this user can read (/proc/PID/environ is
+        # 0400), not on the command line, which every user of the machine sees (ps): it may hold
+        # credentials. The command line shows it masked.
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "gdexp.tracking.writer", str(theirs.fileno()), uri, experiment],
+            [sys.executable, "-m", "gdexp.tracking.writer", str(theirs.fileno()), masked(uri), experiment],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            env={**os.environ, WRITER_URI: uri},
         )
         theirs.close()
         self._conn = Connection(ours.detach())

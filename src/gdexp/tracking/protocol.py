@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 MetricRow = tuple[str, float, int]  # (key, value, step)
 
 
+WRITER_URI = "GDEXP_WRITER_URI"  # the environment variable a writer process takes its store's URI from
+
+
 @dataclass(frozen=True)
 class Op:
     answered: ClassVar[bool] = False

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, masked
+from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, mask_text, masked
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 T = TypeVar("T")
@@ -80,6 +80,7 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
             raise TrackingError(
                 f"tracking.uri={masked(uri)}: cannot reach the database ({reason}); allowed: {TRACKING_ALLOWED}"
             ) from None
+        _probe_database(uri, timeout)
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
@@ -92,6 +93,25 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
                 f"tracking.uri={masked(uri)}: {path} is a {'folder' if path.is_dir() else 'special file'}, "
                 f"not a database file; allowed: {TRACKING_ALLOWED}"
             )
+
+
+def _probe_database(uri: str, timeout: float) -> None:
+    """One connection, at once: MLflow retries a database that refuses it for minutes, whatever
+    the reason (a parameter the driver does not know, a wrong password, no such database)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": max(1, int(timeout))})
+    try:
+        with engine.connect():
+            pass
+    except Exception as err:
+        reason = first_line(getattr(err, "orig", None) or err)
+        raise TrackingError(
+            f"tracking.uri={masked(uri)}: the database refuses the connection ({mask_text(reason)}); "
+            f"allowed: {TRACKING_ALLOWED}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def connect(uri: str, experiment: str, attempts: int = 5) -> tuple[Any, str]:

@@ -259,4 +259,5 @@ def main(fd: int, uri: str, experiment: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    # the URI from the environment (credentials and all); the command line shows it masked
+    main(int(sys.argv[1]), os.environ.pop(p.WRITER_URI, sys.argv[2]), sys.argv[3])

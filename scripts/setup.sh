@@ -70,8 +70,14 @@ if "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.1
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q "^GPU"; then
     echo "setup.sh: an NVIDIA GPU is here: installing PyTorch's CUDA build (several GB)" >&2
     pip_install "$torch_pin"
-elif "$py" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=15)" \
-    "$cpu_index" 2>/dev/null; then
+elif "$py" - "$cpu_index" 2>/dev/null <<'PY'; then
+import sys, urllib.parse, urllib.request
+from pathlib import Path
+index = sys.argv[1].rstrip("/") + "/torch/"
+if index.startswith("file:"):  # a local copy of the index: its page must be there
+    sys.exit(not (Path(urllib.parse.urlparse(index).path) / "index.html").is_file())
+urllib.request.urlopen(index, timeout=15).read(1)
+PY
     echo "setup.sh: no NVIDIA GPU: installing PyTorch's CPU build from $cpu_index" >&2
     pip_install --index-url "$cpu_index" --extra-index-url https://pypi.org/simple "$torch_pin+cpu"
 else

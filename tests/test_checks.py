@@ -87,3 +87,25 @@ def test_an_unknown_dataset_lists_the_registered_ones():
     with pytest.raises(ConfigError) as caught:
         load_data(OmegaConf.create({"name": "sine"}))
     assert caught.value.key == "data.name" and "line_intercept" in str(caught.value) and "csv" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["lr=abc"], "lr=abc: not a number; allowed: a number"),
+        (["epochs=1.5"], "epochs=1.5: not an integer; allowed: an integer"),
+        (["bias=maybe"], "bias=maybe: not a boolean; allowed: true or false"),
+        (["optimizer=adamm"], "optimizer=adamm: no such option; did you mean adam?; allowed: adagrad, adam, "),
+        (["data=lines"], "data=lines: no such option; did you mean line?; allowed: csv, line, "),
+    ],
+)
+def test_composition_errors_are_said_in_gdexps_words(overrides, line):
+    with pytest.raises(Exception) as err:
+        make_config(overrides)
+    assert one_line(err.value, overrides).startswith(line)
+
+
+def test_the_help_page_lists_the_search_sweeper():
+    from gdexp.config import help_template
+
+    assert "hydra/sweeper   gdexp (the default: every job of the grid), optuna (a search" in help_template()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import all_runs, gdexp
+from conftest import all_runs, gdexp, gdexp_here
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -51,10 +51,11 @@ def test_resume_trains_only_the_missing_runs(launcher, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
     using = [f"hydra/launcher={launcher}"]
     # an "interrupted" sweep: only the first half of the grid got done
-    first = gdexp(["-m", *using, "lr=0.01,0.05", "optimizer=sgd", "epochs=50"], tmp_path, cli_env)
+    # in this process, through gdexp.run's entry point: resuming is about records and the store
+    first = gdexp_here(["-m", *using, "lr=0.01,0.05", "optimizer=sgd", "epochs=50"], tmp_path, cli_env)
     assert first.returncode == 0, first.stderr
     again = ["-m", *using, "lr=0.01,0.05,0.1,0.2", "optimizer=sgd", "epochs=50", "tracking.skip_finished=true"]
-    resumed = gdexp(again, tmp_path, cli_env)
+    resumed = gdexp_here(again, tmp_path, cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("skipped: finished already") == 2
     assert "gdexp sweep: 2 runs · " in resumed.stdout and "· 2 skipped as finished already" in resumed.stdout
@@ -65,7 +66,7 @@ def test_resume_trains_only_the_missing_runs(launcher, tmp_path, cli_env):
     assert len({r.data.tags["gdexp.config_hash"] for r in children}) == 4
     assert {r.info.status for r in children} == {"FINISHED"}
     # run once more: nothing left to do, nothing duplicated
-    third = gdexp(again, tmp_path, cli_env)
+    third = gdexp_here(again, tmp_path, cli_env)
     assert third.returncode == 0 and third.stdout.count("skipped: finished already") == 4
     assert "training" not in third.stdout
     assert len([r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]) == 4

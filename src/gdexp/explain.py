@@ -27,7 +27,10 @@ def one_line(err: BaseException, overrides: list[str] | None = None) -> str:
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, value = str(err.missing_cfg_file).rpartition("/")
         if group:
-            return f"{group}={value}: no such option; allowed: {', '.join(group_options(group))}"
+            options = group_options(group)
+            near = difflib.get_close_matches(value, options, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            return f"{group}={value}: no such option{hint}; allowed: {', '.join(options)}"
     cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         message = str(cause).strip().splitlines()[0]
@@ -38,7 +41,7 @@ def one_line(err: BaseException, overrides: list[str] | None = None) -> str:
             return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
         given = _override_value(key, overrides)
         shown = f"{key}={given}" if given is not None else key
-        return f"{shown}: {message}; allowed: {_allowed(key)}"
+        return f"{shown}: {_in_our_words(message)}; allowed: {_allowed(key)}"
     text = " ".join(str(err).split())
     if isinstance(err, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'")[1] if "'" in text else "?"
@@ -108,6 +111,20 @@ def _allowed(key: str | None) -> str:
         if kind is known or known in typing.get_args(kind):
             return text + (" or null" if type(None) in typing.get_args(kind) else "")
     return "a value of the key's type (see docs/configuration.md)"
+
+
+# OmegaConf's conversion errors, said in gdexp's words: "Value 'abc' of type 'str' could not be
+# converted to Float" is "not a number".
+_KINDS = {"Float": "a number", "Integer": "an integer", "Boolean": "a boolean"}
+
+
+def _in_our_words(message: str) -> str:
+    converted = re.match(r"Value '.*' of type '\w+' could not be converted to (\w+)", message)
+    if converted:
+        return f"not {_KINDS.get(converted.group(1), converted.group(1).lower())}"
+    if re.match(r"Value '.*' is not a valid bool", message):
+        return "not a boolean"
+    return message
 
 
 def is_config_error(err: BaseException) -> bool:

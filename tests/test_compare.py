@@ -54,6 +54,7 @@ def test_only_varying_params_by_default(store):
     runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
     table = compare.runs_table(runs)
     metrics = {"final_loss", "w", "pred_5", "diverged", "epochs_to_converge", "dist_to_opt"}
+    metrics |= {"lr_max_stable", "lr_optimal"}  # the theory, beside every run
     assert set(table.columns) - metrics == {"run", "status", "lr", "optimizer.name"}
     wide = compare.runs_table(runs, all_columns=True)
     assert {"epochs", "data.name", "bias", "seed", "engine"} <= set(wide.columns)
@@ -220,3 +221,12 @@ def test_report_renders_in_chromium_and_is_an_artifact_of_the_parent(store, tmp_
     )
     pixels = imread(shot)
     assert pixels.shape[0] == 2400 and np.std(pixels[..., :3]) > 0.05  # not blank
+
+
+def test_the_theory_is_in_every_table_and_all_columns_shows_every_metric(store):
+    runs = compare.select_runs(sweep=store["grid"], uri=store["uri"])
+    table = compare.runs_table(runs)
+    assert {"lr_optimal", "lr_max_stable"} <= set(table.columns)
+    assert table["lr_optimal"].notna().all() and (table["lr_optimal"] < table["lr_max_stable"]).all()
+    everything = compare.runs_table(runs, all_columns=True)
+    assert {c[8:] for c in runs.columns if c.startswith("metrics.")} <= set(everything.columns)

@@ -35,7 +35,8 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
 
 def runs_table(runs: pd.DataFrame, all_columns: bool = False) -> pd.DataFrame:
     """Run name, status, the params that vary (every param with ``all_columns``), and the summary
-    metrics: final loss, final parameters, predictions, divergence, convergence, distance to optimum."""
+    metrics: final loss, final parameters, predictions, divergence, the theory's ``lr_max_stable``
+    and ``lr_optimal``, convergence, distance to optimum (every metric with ``all_columns``)."""
     params = sorted(c[7:] for c in runs.columns if c.startswith("params.")) if all_columns else varying_params(runs)
     table = pd.DataFrame(
         {
@@ -49,7 +50,10 @@ def runs_table(runs: pd.DataFrame, all_columns: bool = False) -> pd.DataFrame:
     finals = sorted(c[8:] for c in metric_cols if c[8:].split("_")[0] in ("w", "b") and "_star" not in c)
     preds = sorted(c[8:] for c in metric_cols if c[8:].startswith("pred_"))
     summary = table_metrics()
-    for m in [*summary[:1], *finals, *preds, *summary[1:]]:
+    shown = [*summary[:1], *finals, *preds, *summary[1:]]
+    if all_columns:  # every metric the runs hold, the others after the table's own
+        shown += sorted(c[8:] for c in metric_cols if c[8:] not in shown)
+    for m in shown:
         if f"metrics.{m}" in runs:
             table[m] = runs[f"metrics.{m}"].values
     table.index = runs["run_id"].values

@@ -109,7 +109,7 @@ def epochs_run(run: Finished) -> float:
     return float(run.history.epochs)
 
 
-@metric("lr_max_stable", table=False)
+@metric("lr_max_stable")  # the theory beside the run: shown in every table
 def stability_bound(run: Finished) -> float:
     """2 / the largest Hessian eigenvalue: plain gradient descent diverges above this lr."""
     return lr_max_stable(run.data, run.bias, run.reduction)
@@ -134,7 +134,7 @@ def dist_to_opt(run: Finished) -> float:
     return float(np.linalg.norm(np.asarray(run.final, np.float64) - np.asarray(run.optimum)))
 
 
-@metric("lr_optimal", table=False)
+@metric("lr_optimal")
 def fastest_step(run: Finished) -> float:
     """2 / (largest + smallest Hessian eigenvalue): the fastest fixed step of plain gradient descent."""
     return analysis.lr_optimal(run.data, run.bias, run.reduction)

@@ -188,16 +188,9 @@ class Stores:
             return f"sqlite:///{self.root / f'mlflow-{n}.db'}"
         if self.pg is None:
             self.pg = Postgres(self.root / "pg")
-        name = f"mlflow_{n}"
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", "postgres", "-c", f"create database {name}"],
-            check=True,
-            capture_output=True,
-        )
+        database = self.pg.database(f"mlflow_{n}")
         (self.root / f"server-{n}").mkdir()
-        srv = MlflowServer(
-            self.pg.uri.rsplit("/", 1)[0] + f"/{name}", self.root / f"server-{n}" / "artifacts", self.root / f"s{n}.log"
-        )
+        srv = MlflowServer(database, self.root / f"server-{n}" / "artifacts", self.root / f"s{n}.log")
         self.servers.append(srv)
         return srv.uri
 

@@ -139,13 +139,7 @@ class Fresh:
             return f"sqlite:///{self.root / f'mlflow-{self.made}.db'}"
         if self.pg is None:
             self.pg = Postgres(self.root / "pg")
-        name = f"store_{self.made}"
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", "postgres", "-c", f"create database {name}"],
-            check=True,
-            capture_output=True,
-        )
-        return self.pg.uri.rsplit("/", 1)[0] + f"/{name}"
+        return self.pg.database(f"store_{self.made}")
 
     def close(self) -> None:
         if self.pg is not None:

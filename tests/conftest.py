@@ -228,13 +228,8 @@ def postgres():
 def server(postgres, tmp_path):
     """`mlflow server` on a fresh PostgreSQL database of its own."""
     # a fresh database per test, so each test counts only its own runs
-    name = f"mlflow_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "-c", f"create database {name}"],
-        check=True,
-        capture_output=True,
-    )
-    srv = MlflowServer(postgres.uri.rsplit("/", 1)[0] + f"/{name}", tmp_path / "artifacts", tmp_path / "server.log")
+    database = postgres.database(f"mlflow_{tmp_path.name[-12:].replace('-', '_').lower()}")
+    srv = MlflowServer(database, tmp_path / "artifacts", tmp_path / "server.log")
     yield srv
     srv.stop()
 

@@ -54,12 +54,16 @@ class Postgres:
             check=True,
             capture_output=True,
         )
+        self.uri = self.database("mlflow")
+
+    def database(self, name: str) -> str:
+        """A new, empty database on this cluster; its URI."""
         subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", "create database mlflow"],
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f"create database {name}"],
             check=True,
             capture_output=True,
         )
-        self.uri = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/mlflow"
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         subprocess.run(

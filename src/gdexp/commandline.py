@@ -13,9 +13,14 @@ from typing import NoReturn
 from gdexp.errors import UserError
 
 
+def say(prog: str, message: str) -> None:
+    """The command's one error line, on stderr."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
 def fail(prog: str, message: str, status: int = 2) -> NoReturn:
     """Say ``message`` as the command's one error line, and exit with ``status``."""
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    say(prog, message)
     sys.exit(status)
 
 

@@ -13,6 +13,7 @@ schema in :data:`OPTIMIZER_SCHEMAS` only when it has keys none of them has).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -343,6 +344,7 @@ def config_yaml(cfg: DictConfig | dict[str, Any]) -> str:
     return yaml.dump(plain, Dumper=_yaml_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False)
 
 
+@functools.cache
 def _yaml_dumper() -> Any:
     """OmegaConf's YAML dumper on libyaml's C emitter where PyYAML has one: the same text (checked
     in ``tests/test_record.py``), a tenth of the time (3.5 ms a run otherwise)."""
@@ -351,6 +353,6 @@ def _yaml_dumper() -> Any:
 
     if not getattr(yaml, "__with_libyaml__", False):
         return get_omega_conf_dumper()
-    dumper: Any = type("OmegaConfCDumper", (yaml.CDumper,), {})  # a class a call: microseconds
+    dumper: Any = type("OmegaConfCDumper", (yaml.CDumper,), {})
     dumper.add_representer(str, OmegaConfDumper.str_representer)
     return dumper

@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 import gdexp.session
+from gdexp.commandline import say
 from gdexp.config import CONF_DIR, register_configs
 from gdexp.explain import is_config_error, one_line
 from gdexp.session import SESSION
@@ -68,7 +69,7 @@ def _report_failures() -> None:
     bad_input = all(f.bad_input for f in failures)
     if first.swept and not bad_input:
         message += "; the same command with tracking.skip_finished=true reruns only the jobs that did not finish"
-    print(f"gdexp: error: {message}", file=sys.stderr)
+    say("gdexp", message)
     SESSION.close_writers()
     sys.exit(2 if bad_input else 1)
 
@@ -103,7 +104,7 @@ def main() -> None:
         if user_wants_trace:
             raise
         cause = err.error if isinstance(err, SweepAborted) else err
-        print(f"gdexp: error: {one_line(cause)}", file=sys.stderr)
+        say("gdexp", one_line(cause))
         SESSION.close_writers()
         # Whatever fails before the first job starts is the configuration's fault.
         sys.exit(2 if is_config_error(cause) or not SESSION.task_started else 1)

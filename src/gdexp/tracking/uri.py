@@ -65,11 +65,6 @@ class Target:
         """A tracking server (its UI is its own; it is reached over HTTP)."""
         return is_server(self.uri)
 
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The database file of a SQLite store."""
-        return sqlite_path(self.uri)
-
 
 def target_of(config: Any) -> Target | None:
     """The target of a composed job or sweep config (its ``tracking`` node, its launch directory
@@ -79,11 +74,6 @@ def target_of(config: Any) -> Target | None:
 
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` URI (None for any other store)."""
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 # --------------------------------------------------------------------------- credentials
@@ -113,11 +103,6 @@ def mask_text(text: str) -> str:
 def masked(uri: str) -> str:
     """``uri`` as it may be shown or stored: every credential in it becomes ``***``."""
     return mask_text(uri)
-
-
-def has_credentials(uri: str) -> bool:
-    """Whether a URI carries a secret of its own (a password or a secret query parameter)."""
-    return mask_text(uri) != uri
 
 
 def scrub_credentials(paths: list[Path]) -> None:

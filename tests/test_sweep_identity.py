@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import all_runs, gdexp_here
+from conftest import all_runs, gdexp_here, start_gdexp
 
 GRID = ["-m", "lr=0.01,0.1", "epochs=5"]
 
@@ -50,3 +50,15 @@ def test_another_launcher_or_folder_is_the_same_sweep_another_grid_is_not(tmp_pa
     assert batched.returncode == 0 and len(parents(uri)) == 1, batched.stderr
     other = gdexp_here(["-m", "lr=0.01,0.2", "epochs=5"], tmp_path, cli_env)
     assert other.returncode == 0 and other.stderr == "" and len(parents(uri)) == 2
+
+
+@pytest.mark.slow
+def test_the_same_sweep_twice_at_once_finds_the_other(tmp_path, cli_env):
+    """Two commands of one grid started together on one SQLite store: the parent is found or made
+    under a lock, so the one that comes second sees the first's parent and says so."""
+    procs = [start_gdexp([*GRID, f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"], tmp_path, cli_env) for i in (0, 1)]
+    done = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in done]
+    warned = [err for _, err in done if "this sweep ran once before" in err]
+    assert len(warned) == 1, [err for _, err in done]
+    assert len(parents(cli_env["MLFLOW_TRACKING_URI"])) == 2

@@ -19,6 +19,7 @@ from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.links import run_link, ui_base
 from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, process_gone
+from gdexp.tracking.store import first_open_lock
 from gdexp.tracking.sync import sync
 from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
 from gdexp.tracking.uri import Target, TrackingError
@@ -57,22 +58,29 @@ class SweepRun:
         if tracker is not None and self.target is not None:
             key = study_key or sweep_key(every)
             kind = "study_key" if study_key else "sweep_key"
-            found = tracker.find_runs(f"tags.`gdexp.{kind}` = '{key}' and tags.`gdexp.role` = 'sweep'")
-            if found and (study_key or resume):
-                self.reopen(found[0])
-            else:
-                if found:
-                    earlier = f"{len(found)} times" if len(found) > 1 else "once"
-                    warn(
-                        f"this sweep ran {earlier} before (parent run {found[0]}): its runs are made again "
-                        "under a new parent; tracking.skip_finished=true continues that sweep, running only "
-                        "the jobs that did not finish"
-                    )
-                self.run_id = tracker.start_run(*self._new_parent(every, jobs, study_key))
-                tracker.set_tags(self.run_id, {f"gdexp.{kind}": key})
+            # Two commands of one sweep at once on a SQLite store: one finds what the other made.
+            with first_open_lock(self.target.uri, "gdexp-sweeps"):
+                self._find_or_make(tracker, every, jobs, study_key, kind, key, resume)
             record.parent_run_id, record.tracking_uri = self.run_id, self.target.shown
             record.experiment = self.target.experiment
         record.save(self.folder)
+
+    def _find_or_make(
+        self, tracker: Tracker, every: list[str], jobs: int, study_key: str | None, kind: str, key: str, resume: bool
+    ) -> None:
+        found = tracker.find_runs(f"tags.`gdexp.{kind}` = '{key}' and tags.`gdexp.role` = 'sweep'")
+        if found and (study_key or resume):
+            self.reopen(found[0])
+        else:
+            if found:
+                earlier = f"{len(found)} times" if len(found) > 1 else "once"
+                warn(
+                    f"this sweep ran {earlier} before (parent run {found[0]}): its runs are made again "
+                    "under a new parent; tracking.skip_finished=true continues that sweep, running only "
+                    "the jobs that did not finish"
+                )
+            name, tags, params = self._new_parent(every, jobs, study_key)
+            self.run_id = tracker.start_run(name, {**tags, f"gdexp.{kind}": key}, params)
 
     def _new_parent(self, every: list[str], jobs: int, study_key: str | None) -> tuple[str, dict, dict]:
         tags = {

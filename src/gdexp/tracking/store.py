@@ -140,15 +140,16 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def first_open_lock(uri: str) -> Iterator[None]:
+def first_open_lock(uri: str, purpose: str = "gdexp") -> Iterator[None]:
     """Held while a process opens a SQLite store: the first open creates or migrates its tables,
     and two processes doing that at once leave it half-migrated (``table _alembic_tmp_... already
-    exists``) for good. The lock file sits beside the database (``mlflow.db-gdexp.lock``)."""
+    exists``) for good. The lock file sits beside the database (``mlflow.db-gdexp.lock``); another
+    ``purpose`` is another lock on the same store (``gdexp-sweeps``: finding or making a parent)."""
     if not uri.startswith("sqlite:///"):
         yield
         return
     path = Path(uri[len("sqlite:///") :])
-    with file_lock(path.with_name(path.name + "-gdexp.lock")):
+    with file_lock(path.with_name(f"{path.name}-{purpose}.lock")):
         yield
 
 

@@ -351,3 +351,59 @@ def test_members_keep_their_files_and_draw_no_curve_unless_asked(tmp_path, cli_e
     for child in children:
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"config.yaml", "history.csv"}
         assert len(client.get_metric_history(child.info.run_id, "loss")) == 30
+
+
+@pytest.mark.parametrize("interpolated", [False, True])
+@pytest.mark.parametrize(
+    "member",
+    [
+        ["lr=0.05", "seed=3", "epochs=20", "bias=false"],
+        ["init=normal", "init_std=0.5", "predict_at=[1.0,2.5]", "converge_tol=0", "diverge_above=1e6"],
+        ["lr=-1", "lr=0.2"],  # the last value wins, as in Hydra: it passes although the first fails alone
+        ["lr=0.2", "epochs=0"],
+        ["epochs=0", "lr=-1"],  # two bad values: the first the whole check meets, as a per-run job says
+        ["lr=abc"],
+        ["init=sideways"],
+        ["seed=-4", "init_std=0"],
+        ["init_std=0.25", "lr=0.125"],
+    ],
+)
+def test_member_configs_are_the_copy_and_check_of_each_member(member, interpolated):
+    """A population's member config (unpickled from its group's, each distinct override checked
+    once) is what a deep copy, Hydra's application of the overrides and the whole check give,
+    values, types and errors alike."""
+    import copy
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig, OmegaConf
+
+    from gdexp.checks import validate
+    from gdexp.config import flatten, resolved
+    from gdexp.configfile import config_yaml
+    from gdexp.sweeps.overrides import apply_overrides
+    from gdexp.sweeps.plan import MemberConfigs
+
+    # As composed, without Hydra's node (optimizer.lr is ${lr}); and with one more value that follows a member's.
+    task = make_config(["data=line_intercept", "optimizer=adam", *(["diverge_above=${init_std}"] * interpolated)])
+    configs = MemberConfigs(task)
+    expected_follows = {("optimizer", "lr"): ("lr",), **({("diverge_above",): ("init_std",)} if interpolated else {})}
+    assert configs.follows == expected_follows  # optimizer.lr: ${lr}, and diverge_above: ${init_std}
+    configs.config(OverridesParser.create().parse_overrides(["lr=0.3"]))  # the cache holds others first
+    parsed = OverridesParser.create().parse_overrides(member)
+
+    def outcome(make):
+        try:
+            cfg, plain = make()
+        except Exception as err:
+            return type(err), str(err)
+        cfg = cfg if isinstance(cfg, DictConfig) else cfg()  # made on demand, where it can be
+        return OmegaConf.get_type(cfg), config_yaml(cfg), plain, flatten(plain), OmegaConf.is_struct(cfg), cfg.init
+
+    def reference():
+        cfg = apply_overrides(copy.deepcopy(task), parsed)
+        validate(cfg)
+        return cfg, resolved(cfg)
+
+    expected = outcome(reference)
+    assert outcome(lambda: configs.config(parsed)) == expected
+    assert outcome(lambda: configs.config(parsed)) == expected  # and again, from the cache

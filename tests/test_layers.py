@@ -18,6 +18,7 @@ LAYERS = {
     "gdexp.config": 1,
     "gdexp.commandline": 1,
     "gdexp.checks": 2,
+    "gdexp.configfile": 2,
     "gdexp.explain": 2,
     "gdexp.training": 3,
     "gdexp.tracking": 4,

@@ -156,7 +156,7 @@ def test_config_yaml_is_omegaconfs_yaml_whatever_emitter_writes_it():
     import yaml
     from omegaconf._utils import get_omega_conf_dumper
 
-    from gdexp.config import config_yaml
+    from gdexp.configfile import config_yaml
 
     plain = {
         "lr": 0.1,

@@ -13,7 +13,6 @@ schema in :data:`OPTIMIZER_SCHEMAS` only when it has keys none of them has).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -197,14 +196,15 @@ DATA_SCHEMAS = {"line": LineConfig, "synthetic": SyntheticConfig, "csv": CsvConf
 
 
 def plain_sgd(optimizer: Any) -> bool:
-    """Plain SGD: no momentum, no weight decay (what the numpy engine does)."""
-    return optimizer.name == "sgd" and not optimizer.get("momentum") and not optimizer.get("weight_decay")
+    """Plain SGD: no momentum, no weight decay (what the numpy engine does). ``optimizer``: a
+    config node or its resolved dict."""
+    return optimizer["name"] == "sgd" and not optimizer.get("momentum") and not optimizer.get("weight_decay")
 
 
 def plain_gradient_descent(cfg: Any) -> bool:
     """Full-batch plain gradient descent: the case the theory's ``lr_optimal`` and
-    ``lr_max_stable`` describe exactly."""
-    return plain_sgd(cfg.optimizer) and cfg.batch_size is None
+    ``lr_max_stable`` describe exactly. ``cfg``: a config or its resolved dict."""
+    return plain_sgd(cfg["optimizer"]) and cfg["batch_size"] is None
 
 
 # --------------------------------------------------------------------------- the --help page
@@ -332,27 +332,3 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """Identifies a run's computation: the resolved config minus the tracking settings."""
     plain = {k: v for k, v in resolved(cfg).items() if k != "tracking"}
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_yaml(cfg: DictConfig | dict[str, Any]) -> str:
-    """The resolved configuration as the ``config.yaml`` every run keeps, in OmegaConf's YAML;
-    without the tracking URI, which may hold credentials."""
-    import yaml
-
-    plain = dict(resolved(cfg))
-    plain["tracking"] = {k: v for k, v in (plain.get("tracking") or {}).items() if k != "uri"}
-    return yaml.dump(plain, Dumper=_yaml_dumper(), default_flow_style=False, allow_unicode=True, sort_keys=False)
-
-
-@functools.cache
-def _yaml_dumper() -> Any:
-    """OmegaConf's YAML dumper on libyaml's C emitter where PyYAML has one: the same text (checked
-    in ``tests/test_record.py``), a tenth of the time (3.5 ms a run otherwise)."""
-    import yaml
-    from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
-
-    if not getattr(yaml, "__with_libyaml__", False):
-        return get_omega_conf_dumper()
-    dumper: Any = type("OmegaConfCDumper", (yaml.CDumper,), {})
-    dumper.add_representer(str, OmegaConfDumper.str_representer)
-    return dumper

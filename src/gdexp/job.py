@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gdexp.checks import validate
-from gdexp.config import config_hash, config_yaml, flatten, plain_gradient_descent, resolved
+from gdexp.config import config_hash, flatten, plain_gradient_descent, resolved
+from gdexp.configfile import config_yaml
 from gdexp.console import check_table_format, print_summary, progress, say_skipped
 from gdexp.outcome import Outcome
 from gdexp.tracking.client import Tracker
@@ -64,9 +66,12 @@ def run_tags(plain: dict[str, Any], overrides: list[str], output_dir: Path, pare
 
 @dataclass
 class Job:
-    """A job ready to train: its config and data, and what its record and MLflow run will carry."""
+    """A job ready to train: its config and data, and what its record and MLflow run will carry.
+    Its values are read from ``plain``, its resolved config; its ``cfg`` is what an engine trains
+    from, made only if asked where ``config`` is a function (a population's member)."""
 
-    cfg: DictConfig
+    config: DictConfig | Callable[[], DictConfig]
+    plain: dict[str, Any]
     overrides: list[str]
     output_dir: Path
     data: Dataset  # in the config's dtype
@@ -80,30 +85,40 @@ class Job:
     dataset: DatasetSpec
     started_ms: int  # when the job started: its MLflow run's start time, whenever the run is made
 
+    @property
+    def cfg(self) -> DictConfig:
+        self.config = self.config if isinstance(self.config, DictConfig) else self.config()
+        return self.config
+
     @classmethod
     def prepare(
         cls,
-        cfg: DictConfig,
+        cfg: DictConfig | Callable[[], DictConfig],
         *,
         overrides: list[str],
         output_dir: Path,
         launch_dir: Path,
         sweep: SweepInfo | None = None,
         data: Dataset | None = None,
+        dataset: DatasetSpec | None = None,
+        plain: dict[str, Any] | None = None,
         job_num: int | None = None,
     ) -> Job:
-        """Check ``cfg`` and load its data (or take ``data``, already loaded and checked for a
-        population's members, whose configs are checked by their group)."""
+        """Check ``cfg`` and load its data (or, for a population's member, take its group's
+        ``data`` and ``dataset`` input, and ``plain``, its checked config resolved)."""
         started_ms = int(time.time() * 1000)
-        if data is None:
-            loaded, points = check(cfg, launch_dir)
-            data = loaded.as_dtype(cfg.dtype.value)
-        else:
-            points = predict_points(cfg.predict_at, data.n_features)
-        plain = resolved(cfg)  # resolved once for the tags, the params and config.yaml
+        points = None
+        if plain is None or data is None:  # a member's comes resolved, its data checked by its group
+            assert isinstance(cfg, DictConfig)
+            plain = plain or resolved(cfg)  # resolved once for the tags, the params and config.yaml
+            if data is None:
+                loaded, points = check(cfg, launch_dir)
+                data = loaded.as_dtype(cfg.dtype.value)
+        points = predict_points(plain["predict_at"], data.n_features) if points is None else points
         parent = sweep.parent_run_id if sweep else None
         return cls(
-            cfg=cfg,
+            config=cfg,
+            plain=plain,
             overrides=overrides,
             output_dir=output_dir,
             data=data,
@@ -112,9 +127,9 @@ class Job:
             tags={**run_tags(plain, overrides, output_dir, parent), **(sweep.trial_tags(job_num) if sweep else {})},
             params=flatten(plain),
             config_yaml=config_yaml(plain),
-            uri=target.uri if (target := Target.of(cfg.tracking, launch_dir)) else None,
+            uri=target.uri if (target := Target.of(plain["tracking"], launch_dir)) else None,
             parent=parent,
-            dataset=dataset_spec(data, cfg.data, launch_dir),
+            dataset=dataset or dataset_spec(data, plain["data"], launch_dir),
             started_ms=started_ms,
         )
 
@@ -124,7 +139,7 @@ class Job:
 
     @property
     def param_names(self) -> list[str]:
-        return param_names(self.data.n_features, self.data.n_targets, bool(self.cfg.bias))
+        return param_names(self.data.n_features, self.data.n_targets, bool(self.plain["bias"]))
 
     def history(self, initial: list[float], stop: StopSignal | None = None) -> History:
         """An empty history for this job's parameters."""
@@ -140,22 +155,25 @@ class Job:
             params=self.params,
             tags=self.tags,
             tracking_uri=masked(self.uri) if self.uri else None,
-            experiment=str(self.cfg.tracking.experiment),
+            experiment=str(self.plain["tracking"]["experiment"]),
             parent_run_id=self.parent,
             mlflow_run_id=run_id,
             curve_points=curve_points,
         )
-        return RunRecord(self.output_dir, info, history, self.data, bool(self.cfg.bias), self.points, self.pred_columns)
+        return RunRecord(
+            self.output_dir, info, history, self.data, bool(self.plain["bias"]), self.points, self.pred_columns
+        )
 
     def close(self, history: History, end_status: str, run_id: str | None = None) -> Outcome:
-        """A run that ended (``FINISHED``, ``KILLED`` or ``FAILED``): its summary metrics, its
-        predictions before and after, its status, and the metric rows that record them (summary
-        and predictions before at step 0, predictions after at the last step)."""
-        bias = bool(self.cfg.bias)
-        c = self.cfg
+        """A run that ended (``FINISHED``, ``KILLED`` or ``FAILED``): its summary metrics, predictions
+        before (step 0, with the summary) and after (its last step), status, and their metric rows."""
+        c = self.plain
+        bias = bool(c["bias"])
         plain = plain_gradient_descent(c)
         summary = summarize(
-            Finished(history, self.data, bias, c.loss_reduction.value, c.converge_tol, self.points, float(c.lr), plain)
+            Finished(
+                history, self.data, bias, c["loss_reduction"], c["converge_tol"], self.points, float(c["lr"]), plain
+            )
         )
         first, last = (predictions(history.params[i], self.points, self.data, bias).ravel().tolist() for i in (0, -1))
         cols = self.pred_columns
@@ -164,7 +182,7 @@ class Job:
         rows = [] if untrained else [(k, v, 0) for k, v in summary.items()]
         rows += [(k, v, 0) for k, v in zip(cols, first)]
         rows += [(k, v, history.epochs) for k, v in zip(cols, last)] if history.epochs else []
-        run_status = status(history, self.cfg.converge_tol) if end_status == "FINISHED" else end_status.lower()
+        run_status = status(history, c["converge_tol"]) if end_status == "FINISHED" else end_status.lower()
         return Outcome(
             run_id,
             history,
@@ -182,19 +200,19 @@ class Job:
 
     def describe(self, outcome: Outcome) -> str:
         """The run's description in MLflow: what was trained, how it ended."""
-        c = self.cfg
+        c = self.plain
         return run_description(
-            optimizer=str(c.optimizer.name),
-            lr=float(c.lr),
-            bias=bool(c.bias),
+            optimizer=str(c["optimizer"]["name"]),
+            lr=float(c["lr"]),
+            bias=bool(c["bias"]),
             data_name=self.dataset.name,
             n_samples=int(self.data.X.shape[0]),
-            engine=c.engine.value,
-            epochs=int(c.epochs),
+            engine=c["engine"],
+            epochs=int(c["epochs"]),
             trained=outcome.history.epochs,
             status=outcome.status,
             summary=outcome.summary,
-            converge_tol=float(c.converge_tol),
+            converge_tol=float(c["converge_tol"]),
             prediction=outcome.prediction() if outcome.history.epochs else "",
         )
 
@@ -240,8 +258,9 @@ class Job:
         files = RunFiles(
             self.name,
             [str(folder / "config.yaml"), str(folder / "history.csv")],
-            history.loss,
+            history.loss if loss_curve else [],
             str(folder / "loss_curve.png") if loss_curve else "",
+            record=str(folder),
         )
         return outcome, (run, files)
 

@@ -33,7 +33,7 @@ from gdexp.sweeps.plan import Member, Planned, compose, populations
 from gdexp.sweeps.settings import check_launcher
 from gdexp.tracking.client import WriterPool
 from gdexp.tracking.protocol import FinishedRun, RunFiles
-from gdexp.tracking.record import read_sweep, set_run_id, sweep_dir
+from gdexp.tracking.record import read_sweep, sweep_dir
 from gdexp.tracking.tags import run_name
 from gdexp.tracking.uri import target_of
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
@@ -149,10 +149,13 @@ def _train_and_record(
     dtype = base.dtype.value
     scale_lr = population.lr_linear(base.optimizer)
     shape = (data.n_features, data.n_targets)
-    cfgs = [m.job.cfg for m in members]
+    cfgs = [m.job.plain for m in members]  # their resolved configs: no member's DictConfig is made
     pop = [
         population.Member(
-            make_linear(*shape, c.bias, c.init.value, c.init_std, c.seed, dtype), c.lr, c.epochs, c.diverge_above
+            make_linear(*shape, c["bias"], c["init"], c["init_std"], c["seed"], dtype),
+            c["lr"],
+            c["epochs"],
+            c["diverge_above"],
         )
         for c in cfgs
     ]
@@ -172,13 +175,13 @@ def _train_and_record(
             data.X,
             data.Y,
             pop,
-            make_optimizer(base, lr=1.0 if scale_lr else float(cfgs[0].lr)),
+            make_optimizer(base, lr=1.0 if scale_lr else float(cfgs[0]["lr"])),
             reduction=base.loss_reduction.value,
             scale_lr=scale_lr,
             accelerator=base.accelerator.value,
             dtype=dtype,
             batch_size=base.batch_size,
-            seeds=[int(c.seed) for c in cfgs],
+            seeds=[int(c["seed"]) for c in cfgs],
             stop=epoch_done,
         )
     trained = time.monotonic() - started
@@ -192,12 +195,12 @@ def _train_and_record(
         job = member.job
         epochs = int(curves.epochs_run[m])
         params = curves.params[: epochs + 1, m]
-        if not job.cfg.bias:
+        if not job.plain["bias"]:
             params = params[:, : data.n_features * data.n_targets]
         history = History.recorded(
             job.param_names, curves.loss[:epochs, m].tolist(), params.tolist(), bool(curves.diverged[m])
         )
-        killed = curves.interrupted and not history.diverged and epochs < int(job.cfg.epochs)
+        killed = curves.interrupted and not history.diverged and epochs < int(job.plain["epochs"])
         end_status = "KILLED" if killed else "FINISHED"
         outcome, run = job.ended(
             history,
@@ -233,29 +236,26 @@ class _Writers:
         self.size = size
         self.pools = dict(pools)
         self.given = set(pools)  # the launcher's: they serve its later launches too (a study's batches)
-        self.pending: deque[tuple[int, Path, Future]] = deque()  # (job index, job dir, future of its run id)
+        self.pending: deque[tuple[int, Future]] = deque()  # (job index, future of its run id)
         self.done: list[tuple[int, str | None]] = []
 
     def submit(self, queued: list[tuple[Member, tuple[FinishedRun, RunFiles]]]) -> None:
         by_store: dict[tuple[str, str], list[tuple[Member, tuple[FinishedRun, RunFiles]]]] = {}
         for member, run in queued:
-            store = (member.job.uri or "", str(member.job.cfg.tracking.experiment))
+            store = (member.job.uri or "", str(member.job.plain["tracking"]["experiment"]))
             by_store.setdefault(store, []).append((member, run))
         for store, items in by_store.items():
             if store not in self.pools:
                 self.pools[store] = WriterPool(*store, writers_for(store[0], self.size))
             futures = self.pools[store].submit([run for _, run in items])
-            self.pending.extend((m.sweep_job.index, m.job.output_dir, f) for (m, _), f in zip(items, futures))
+            self.pending.extend((m.sweep_job.index, f) for (m, _), f in zip(items, futures))
         while len(self.pending) > self.BACKLOG:
             self._settle()
 
     def _settle(self) -> None:
-        """Wait for the oldest queued run; its MLflow run id (or None) goes into its run.json."""
-        index, folder, future = self.pending.popleft()
-        run_id = future.result()
-        if run_id is not None:
-            set_run_id(folder, run_id)
-        self.done.append((index, run_id))
+        """Wait for the oldest queued run (the writer notes its MLflow run id in its run.json)."""
+        index, future = self.pending.popleft()
+        self.done.append((index, future.result()))
 
     def finish(self) -> list[tuple[int, str | None]]:
         """Wait for every queued run; (job index, MLflow run id or None) for each written since

@@ -200,7 +200,8 @@ class WriterPool:
     call. All of it overlaps the main process training the next population; the process's writer
     takes one request at a time, so the main thread may use it meanwhile."""
 
-    CHUNK = 32  # runs per message (a transaction on the bulk path); small enough to keep writers busy
+    CHUNK = 32  # runs per message; small enough to keep several writers busy
+    MOST = 256  # runs a writer takes at once when more are waiting
 
     def __init__(self, uri: str, experiment: str, size: int):
         SESSION.pools.append(self)  # a sweep's launches share it; the sweep's end closes it
@@ -223,7 +224,7 @@ class WriterPool:
         return futures
 
     def _feed_runs(self, tracker: Tracker) -> None:
-        while (item := self.runs.get()) is not None:
+        while (item := self._gather()) is not None:
             runs, futures = item
             try:
                 result = tracker.write_runs([run for run, _ in runs])
@@ -235,11 +236,33 @@ class WriterPool:
                 if written is None:
                     future.set_result(None)
                 else:
-                    stored.append((future, written.run_id, replace(files, artifact_uri=written.artifact_uri)))
+                    where = replace(files, artifact_uri=written.artifact_uri, run_id=written.run_id)
+                    stored.append((future, written.run_id, where))
             if stored and self.artifacts:
                 self.files.put(stored)
             elif stored:
                 self._store_files(tracker, stored)
+
+    def _gather(self) -> tuple[list, list[Future]] | None:
+        """The next runs to write. A pool's only store writer takes what is queued, up to ``MOST``
+        runs, as one message (one transaction on the bulk path, whose commit costs about the same
+        for one run or hundreds: a writer that falls behind catches up); several take a message
+        each. None: the pool is closing."""
+        item = self.runs.get()
+        if item is None:
+            return None
+        runs, futures = list(item[0]), list(item[1])
+        while len(self.stores) == 1 and len(runs) < self.MOST:
+            try:
+                more = self.runs.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self.runs.put(None)  # for the next call: the close is still to be seen
+                break
+            runs += more[0]
+            futures += more[1]
+        return runs, futures
 
     def _feed_files(self, tracker: Tracker) -> None:
         while (stored := self.files.get()) is not None:

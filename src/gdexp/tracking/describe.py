@@ -30,12 +30,12 @@ def digest(data: Dataset) -> str:
 
 def dataset_spec(data: Dataset, data_cfg: Any, launch_dir: Path) -> DatasetSpec:
     """The run's training data as an MLflow dataset: a CSV file by its path, a built-in dataset
-    by its name and settings."""
-    name = str(data_cfg.name)
+    by its name and settings (``data_cfg``: the config's ``data`` node or its resolved dict)."""
+    name = str(data_cfg["name"])
     settings = {k: v for k, v in dict(data_cfg).items() if k not in ("name", "path")}
     source: dict[str, Any]
     if name == "csv" or "path" in data_cfg:
-        path = Path(str(data_cfg.path))
+        path = Path(str(data_cfg["path"]))
         path = path if path.is_absolute() else launch_dir / path
         source_type, source = "local", {"uri": str(path.resolve())}
         name = path.stem

@@ -137,7 +137,9 @@ class RunFiles:
     artifacts: list[str]
     loss: list[float]
     loss_curve: str  # where to draw loss_curve.png; "" for none (a batched member, by default)
+    record: str = ""  # the job directory whose run.json gets the run's id once the store has the run
     artifact_uri: str = ""
+    run_id: str = ""
 
 
 @dataclass(frozen=True)

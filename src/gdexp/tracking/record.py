@@ -24,20 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from gdexp.errors import UserError
+from gdexp.tracking.files import RECORD_FILE, DamagedRecord, write_atomically, write_json
 from gdexp.tracking.protocol import MetricRow
 from gdexp.training.analysis import predictions_many
 from gdexp.training.data import Dataset
 from gdexp.training.history import History
 
-RECORD_FILE = "run.json"
 SWEEP_FILE = "gdexp_sweep.json"
 FINAL = ("FINISHED", "KILLED", "FAILED")
 SUPERSEDED_TAG = "gdexp.superseded_by"  # on a run whose job ran again in its job directory
-
-
-class DamagedRecord(UserError, ValueError):
-    """A record file that cannot be read back: named, skipped, never fatal to the others."""
 
 
 @dataclass
@@ -92,7 +87,9 @@ class RunInfo:
         return info
 
     def save(self, folder: Path) -> None:
-        write_json(folder / RECORD_FILE, asdict(self))
+        # Its fields as they are (dataclasses.asdict deep-copies every tag and metric row first:
+        # a third of a batched member's record time), in run.json's order.
+        write_json(folder / RECORD_FILE, {f.name: getattr(self, f.name) for f in fields(self)})
 
 
 def _metric_row(row: Any) -> bool:
@@ -121,17 +118,6 @@ def process_gone(host: str, pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a reader (or a kill) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_atomically(path, json.dumps(value, indent=2, default=float))
 
 
 class RunRecord:
@@ -207,13 +193,6 @@ def unfinished_attempt(folder: Path, config_hash: str) -> str | None:
         return None
     same = info.tags.get("gdexp.config_hash") == config_hash
     return info.mlflow_run_id if same and info.status != "FINISHED" else None
-
-
-def set_run_id(folder: Path, run_id: str) -> None:
-    """Note in a record the MLflow run that holds it (written once the store has it)."""
-    info = RunInfo.load(folder / RECORD_FILE)
-    info.mlflow_run_id = run_id
-    info.save(folder)
 
 
 def find_records(path: Path) -> list[Path]:

@@ -50,10 +50,10 @@ class Target:
 
     @classmethod
     def of(cls, tracking: Any, launch_dir: Path) -> Target | None:
-        """The target of a config's ``tracking`` node; None when tracking is off."""
-        if not tracking.enabled:
+        """The target of a config's ``tracking`` node (or its resolved dict); None when tracking is off."""
+        if not tracking["enabled"]:
             return None
-        return cls(resolve_uri(tracking.uri, launch_dir), str(tracking.experiment))
+        return cls(resolve_uri(tracking["uri"], launch_dir), str(tracking["experiment"]))
 
     @property
     def shown(self) -> str:

@@ -10,6 +10,7 @@ close and ends every run it opened as FAILED. Imports neither Hydra nor torch.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -17,9 +18,12 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from gdexp.tracking import protocol as p
 from gdexp.tracking.bulk import BulkWriter, open_bulk
+from gdexp.tracking.files import DamagedRecord, set_run_id
 from gdexp.tracking.loss_curve import drawer, save_loss_curve
 from gdexp.tracking.store import (
     check_reachable,
@@ -142,20 +146,32 @@ class Writer:
 
     def store_files(self, op: p.StoreFiles) -> list[str]:
         """Draw each run's loss curve and put it and the run's files in its artifact location (no
-        store call: the artifact repository is reached from the run's artifact URI)."""
+        store call: the artifact repository is reached from the run's artifact URI); then note
+        the run's id in its record."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         failures = []
         for files in op.files:
             try:
-                repository = get_artifact_repository(files.artifact_uri, tracking_uri=self.uri)
                 drawn = (
                     [str(save_loss_curve(files.loss, Path(files.loss_curve), files.name))] if files.loss_curve else []
                 )
-                for path in [*files.artifacts, *drawn]:
-                    retrying(repository.log_artifact, path)
+                folder = local_folder(files.artifact_uri)
+                if folder is not None:  # what MLflow's local repository does, without its staging copy
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for path in [*files.artifacts, *drawn]:
+                        shutil.copyfile(path, folder / Path(path).name)
+                else:
+                    repository = get_artifact_repository(files.artifact_uri, tracking_uri=self.uri)
+                    for path in [*files.artifacts, *drawn]:
+                        retrying(repository.log_artifact, path)
             except Exception as err:
                 failures.append(f"[{files.name}] artifacts: {type(err).__name__}: {first_line(err)}")
+            if files.record:  # here, beside the store, not in the process that trains the next runs
+                try:
+                    set_run_id(Path(files.record), files.run_id)
+                except (OSError, DamagedRecord) as err:
+                    failures.append(f"[{files.name}] run.json: {first_line(err)}")
         return failures
 
     # ------------------------------------------------------------------ serving
@@ -226,6 +242,15 @@ class Writer:
         except Exception:
             pass
         self.open_runs.discard(run_id)
+
+
+def local_folder(artifact_uri: str) -> Path | None:
+    """The folder of an artifact location on this machine's file system (a path or a ``file:``
+    URI); None for any other (a server's ``mlflow-artifacts:``, an object store)."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(url2pathname(parsed.path))
+    return Path(artifact_uri) if not parsed.scheme and artifact_uri.startswith("/") else None
 
 
 def main(fd: int, uri: str, experiment: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -11,7 +13,7 @@ from mlflow import MlflowClient
 from gdexp.tracking import protocol as p
 from gdexp.tracking.client import Tracker, WriterPool
 from gdexp.tracking.uri import TrackingError, masked
-from gdexp.tracking.writer import Writer
+from gdexp.tracking.writer import Writer, local_folder
 
 
 @pytest.fixture
@@ -74,7 +76,11 @@ def test_a_pool_writes_finished_runs_and_their_files(store, tmp_path):
     for i in range(20):
         metrics = [("loss", 1.0 / s, s) for s in range(1, 101)] + [("final_loss", 0.01, 0)]
         run = p.FinishedRun(f"m{i}", {"k": str(i)}, {"lr": str(i)}, metrics, "FINISHED")
-        files = p.RunFiles(f"m{i}", [str(tmp_path / "config.yaml")], [1.0, 0.5, 0.25], str(tmp_path / f"c{i}.png"))
+        (record := tmp_path / f"job{i}").mkdir()
+        (record / "run.json").write_text(json.dumps({"record_id": f"r{i}", "mlflow_run_id": None}))
+        files = p.RunFiles(
+            f"m{i}", [str(tmp_path / "config.yaml")], [1.0, 0.5, 0.25], str(tmp_path / f"c{i}.png"), record=str(record)
+        )
         runs.append((run, files))
     pool = WriterPool(uri, "writer-test", 2)
     ids = [f.result(timeout=120) for f in pool.submit(runs)]
@@ -85,6 +91,29 @@ def test_a_pool_writes_finished_runs_and_their_files(store, tmp_path):
         assert client.get_run(run_id).info.status == "FINISHED"
         assert len(client.get_metric_history(run_id, "loss")) == 100
         assert {a.path for a in client.list_artifacts(run_id)} == {"config.yaml", f"c{ids.index(run_id)}.png"}
+        local = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path / run_id)))
+        assert local.read_text() == "lr: 0.1\n"
+    # the writer notes each run's id in its record, the rest of it as it was
+    records = [json.loads((tmp_path / f"job{i}" / "run.json").read_text()) for i in range(20)]
+    assert records == [{"record_id": f"r{i}", "mlflow_run_id": ids[i]} for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("artifact_uri", "folder"),
+    [
+        ("file:///data/mlartifacts/1/abc/artifacts", "/data/mlartifacts/1/abc/artifacts"),
+        ("file://localhost/data/a%20b/artifacts", "/data/a b/artifacts"),
+        ("/data/mlartifacts/1/abc/artifacts", "/data/mlartifacts/1/abc/artifacts"),
+        ("mlflow-artifacts:/1/abc/artifacts", None),
+        ("file://otherhost/data/artifacts", None),
+        ("s3://bucket/1/abc/artifacts", None),
+        ("mlartifacts/1/abc", None),
+    ],
+)
+def test_only_a_local_artifact_location_is_written_directly(artifact_uri, folder):
+    """A run's files are copied straight into an artifact location on this machine; any other
+    goes through MLflow's artifact repository."""
+    assert local_folder(artifact_uri) == (Path(folder) if folder else None)
 
 
 @pytest.mark.parametrize("uri", ["http://ann:s3cret@127.0.0.1:9", "postgresql+psycopg2://ann:s3cret@127.0.0.1:9/db"])

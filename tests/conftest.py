@@ -27,7 +27,15 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
+    """The slow tests first, the Slurm group first of all (one worker runs it whole), so that
+    the workers end together rather than behind the longest test started last; and tests marked
+    ``gpu`` skip, saying why, where torch sees no CUDA device."""
+
+    def order(item):
+        group = item.get_closest_marker("xdist_group")
+        return (group is None, item.get_closest_marker("slow") is None)
+
+    items.sort(key=order)  # stable: the file order within each kind
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch

@@ -192,3 +192,42 @@ def test_a_store_without_alembic_history_keeps_the_client_path(tmp_path, store_t
         db.execute("drop table alembic_version")
     writer, note = bulk.open_bulk(client, uri, experiment_id)
     assert writer is None and "schema cannot be read" in note
+
+
+def test_a_sync_creates_in_bulk_the_runs_the_run_by_run_sync_creates(tmp_path, store_template, cli_env):
+    """``gdexp-sync`` of a sweep's records into a store that lacks them: the runs it creates many
+    to a transaction are the ones it creates one by one (``GDEXP_BULK=0``), as MLflow reads them,
+    their files included; and a second sync finds every run up to date."""
+    from conftest import gdexp_here
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=batched", "lr=0.01,0.1,0.5", "bias=true,false", "epochs=30"]
+    made = gdexp_here([*args, "data=line_intercept", f"hydra.sweep.dir={sweep}"], tmp_path, cli_env)
+    assert made.returncode == 0, made.stderr
+    views, outs = {}, {}
+    for path in ("client", "bulk"):
+        (folder := tmp_path / path).mkdir()
+        uri = empty_store(folder, store_template)
+        env = {**cli_env, **({"GDEXP_BULK": "0"} if path == "client" else {})}
+        synced = gdexp_here([str(sweep), "--tracking-uri", uri], tmp_path, env, module="gdexp.sync")
+        assert synced.returncode == 0, synced.stderr
+        outs[path] = synced.stdout
+        client = MlflowClient(uri)
+        experiment_id = client.get_experiment_by_name("gdexp").experiment_id
+        runs = client.search_runs([experiment_id])
+        (parent,) = [r.info.run_id for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+        children = [r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+        assert len(children) == 6
+        views[path] = view(client, experiment_id, parent, children)
+        for shown in views[path].values():
+            if isinstance(shown, dict) and "times" in shown:
+                del shown["times"]  # a sync's end time is its own clock's
+                assert shown["tags"].pop("gdexp.sweep") == parent  # the parent this sync made in its store
+        again = gdexp_here([str(sweep), "--tracking-uri", uri], tmp_path, env, module="gdexp.sync")
+        assert again.stdout.endswith("0 created, 0 completed, 6 up to date\n"), again.stdout
+    assert outs["bulk"].count("created    lr=") == 6 == outs["client"].count("created    lr=")
+    assert views["client"]["children"] == sorted(views["client"]["children"]) and len(views["client"]["children"]) == 6
+    for key in views["client"]:
+        assert views["bulk"][key] == views["client"][key], key
+    one = views["bulk"][views["bulk"]["children"][0]]
+    assert one["artifacts"] == ["config.yaml", "history.csv"] and len(one["histories"]["loss"]) == 30

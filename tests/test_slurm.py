@@ -18,7 +18,7 @@ from test_scaleout import GRID, assert_complete_sweep
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=10"]
-LONG = 40000  # epochs: about 40 s of training, long enough to stop a job mid-run
+LONG = 15000  # epochs: about 15 s of training, long enough to stop a job mid-run
 
 
 def _job_dir(tmp_path: Path, num: int) -> Path | None:
@@ -80,7 +80,7 @@ def test_scancel_mid_run_ends_the_job_killed_and_a_resume_reruns_only_it(slurm, 
 
 def test_a_requeued_job_ends_as_exactly_one_finished_run(slurm, tmp_path, cli_env):
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    args = [*SLURM, "lr=0.01,0.02", "epochs=20000", "converge_tol=0"]
+    args = [*SLURM, "lr=0.01,0.02", "epochs=8000", "converge_tol=0"]
     sweep = start_gdexp(args, tmp_path, cli_env)
     try:
         assert wait_until(lambda: _job_dir(tmp_path, 1), timeout=180), "job 1 never trained"
@@ -95,10 +95,10 @@ def test_a_requeued_job_ends_as_exactly_one_finished_run(slurm, tmp_path, cli_en
         sweep.kill()
     assert sweep.returncode == 0, err
     children = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
-    mine = [r for r in children if r.info.run_name == "lr=0.02,epochs=20000,converge_tol=0"]
+    mine = [r for r in children if r.info.run_name == "lr=0.02,epochs=8000,converge_tol=0"]
     finished = [r for r in mine if r.info.status == "FINISHED"]
     assert len(finished) == 1 and finished[0].data.tags["gdexp.slurm_restarts"] == "1"
-    assert len(MlflowClient(uri).get_metric_history(finished[0].info.run_id, "loss")) == 20000
+    assert len(MlflowClient(uri).get_metric_history(finished[0].info.run_id, "loss")) == 8000
     # the first attempt, stopped by the requeue, is KILLED and names the run that replaced it
     (first,) = [r for r in mine if r.info.status != "FINISHED"]
     assert first.info.status == "KILLED" and first.data.tags["gdexp.superseded_by"] == finished[0].info.run_id

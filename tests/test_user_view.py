@@ -239,6 +239,32 @@ def test_train_off_the_main_thread_touches_no_signal_handler(here):
     assert found and found[0].status == "max_epochs" and found[0].run_id is None
 
 
+def test_train_in_two_threads_at_once_takes_turns_and_both_runs_land(here):
+    """Two ``gdexp.train`` calls at once (a notebook's threads, a web handler): the second waits
+    for the first's Hydra composition and run; neither fails, and each gets its own run."""
+    found: dict[int, object] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def train(i: int) -> None:
+        start.wait()
+        try:
+            found[i] = gdexp.train(lr=0.01 * (i + 1), epochs=30, quiet=True)
+        except BaseException as err:  # noqa: BLE001 - the test reports it
+            errors.append(err)
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert errors == [] and sorted(found) == [0, 1]
+    runs = {r.info.run_id: r for r in all_runs(os.environ["MLFLOW_TRACKING_URI"])}
+    assert set(runs) == {found[0].run_id, found[1].run_id}
+    assert {runs[found[i].run_id].data.params["lr"] for i in (0, 1)} == {"0.01", "0.02"}
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+
+
 def test_dotted_keys_and_overrides_reach_the_config(here):
     r = gdexp.train(optimizer="momentum", overrides=["optimizer.momentum=0.5"], epochs=5, quiet=True)
     assert store().get_run(r.run_id).data.params["optimizer.momentum"] == "0.5"

@@ -12,8 +12,9 @@ from mlflow import MlflowClient
 
 from gdexp.tracking import protocol as p
 from gdexp.tracking.client import Tracker, WriterPool
+from gdexp.tracking.store import local_folder
 from gdexp.tracking.uri import TrackingError, masked
-from gdexp.tracking.writer import Writer, local_folder
+from gdexp.tracking.writer import Writer
 
 
 @pytest.fixture

@@ -175,6 +175,24 @@ class BulkWriter:
                     session.execute(model.__table__.insert(), rows)
         return written
 
+    def tagged(self, key: str, values: list[str]) -> set[str]:
+        """Which of ``values`` the experiment's live runs hold as their tag ``key`` (one query)."""
+        from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+
+        with self.store.ManagedSessionMaker() as session:
+            rows = (
+                session.query(SqlTag.value)
+                .join(SqlRun, SqlRun.run_uuid == SqlTag.run_uuid)
+                .filter(
+                    SqlTag.key == key,
+                    SqlTag.value.in_(values),
+                    SqlRun.experiment_id == int(self.experiment_id),
+                    SqlRun.lifecycle_stage == "active",
+                )
+                .all()
+            )
+        return {value for (value,) in rows}
+
     def _datasets(self, session: Any, SqlDataset: Any, runs: list[p.FinishedRun]) -> dict[tuple[str, str], str]:
         """(name, digest) -> dataset id for every run's dataset: found in the experiment, or made."""
         specs = {(r.dataset.name, r.dataset.digest): r.dataset for r in runs if r.dataset is not None}

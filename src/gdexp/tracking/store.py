@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.request import url2pathname
 
 from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, mask_text, masked
 
@@ -283,3 +284,12 @@ def log_file(uri: str, run_id: str, path: Path) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(uri).log_artifact(run_id, str(path))
+
+
+def local_folder(artifact_uri: str) -> Path | None:
+    """The folder of an artifact location on this machine's file system (a path or a ``file:``
+    URI); None for any other (a server's ``mlflow-artifacts:``, an object store)."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(url2pathname(parsed.path))
+    return Path(artifact_uri) if not parsed.scheme and artifact_uri.startswith("/") else None

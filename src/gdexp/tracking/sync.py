@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gdexp.tracking import protocol as p
+from gdexp.tracking.bulk import open_bulk
 from gdexp.tracking.protocol import MetricRow
 from gdexp.tracking.record import (
     SWEEP_FILE,
@@ -29,7 +32,7 @@ from gdexp.tracking.record import (
     process_gone,
     thin_steps,
 )
-from gdexp.tracking.store import connect, file_lock, find_finished, log_whole
+from gdexp.tracking.store import connect, file_lock, find_finished, finished_runs, local_folder, log_whole
 from gdexp.tracking.uri import masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
@@ -168,6 +171,7 @@ def sync(path: Path, uri: str | None = None) -> SyncReport:
         target = uri or recorded_uri(sweep.tracking_uri)
         if sweep.parent_run_id and target and sweep.experiment:
             parents[sweep.parent_run_id] = _parent_in(*stores.get(target, sweep.experiment), folder, sweep)
+    by_store: dict[tuple[str, str], list[tuple[Path, RunInfo, str | None]]] = {}
     for folder, rec in _records(path, report):
         target = uri or recorded_uri(rec.tracking_uri)
         if target is None:
@@ -177,8 +181,12 @@ def sync(path: Path, uri: str | None = None) -> SyncReport:
             print(f"running    {rec.run_name} (process {rec.pid} is still training it): left as it is")
             continue
         parent = parents.get(rec.parent_run_id or "", rec.parent_run_id)
-        with _locked(folder):  # two syncs of one record at once would both create its run
-            _sync_run(folder, rec, parent, *stores.get(target, rec.experiment), report)
+        by_store.setdefault((target, rec.experiment), []).append((folder, rec, parent))
+    for (target, experiment), items in by_store.items():
+        client, experiment_id = stores.get(target, experiment)
+        for folder, rec, parent in _create_many(items, client, experiment_id, target, report):
+            with _locked(folder):  # two syncs of one record at once would both create its run
+                _sync_run(folder, rec, parent, client, experiment_id, report)
     for folder, sweep in sweeps:
         target = uri or recorded_uri(sweep.tracking_uri)
         if sweep.status == "RUNNING" and process_gone(sweep.host, sweep.pid):
@@ -191,6 +199,79 @@ def sync(path: Path, uri: str | None = None) -> SyncReport:
                 client.set_terminated(parent, sweep.status)
                 print(f"ended      sweep run {parent} {sweep.status}")
     return report
+
+
+BULK_CHUNK = 128  # records a transaction on the bulk path (each record's lock is held meanwhile)
+
+
+def _create_many(
+    items: list[tuple[Path, RunInfo, str | None]], client: Any, experiment_id: str, uri: str, report: SyncReport
+) -> list[tuple[Path, RunInfo, str | None]]:
+    """Create at once, many to a transaction (:mod:`gdexp.tracking.bulk`), the runs of the records
+    the store has no trace of: what the run-by-run sync would create, without its dozen store
+    calls a run. The records left (in the store already, or every one where the store takes no
+    bulk writes) are returned for the run-by-run sync."""
+    bulk, _ = open_bulk(client, uri, experiment_id) if len(items) > 1 else (None, None)
+    if bulk is None:
+        return items
+    finished = finished_runs(client, experiment_id)
+    rest = []
+    for i in range(0, len(items), BULK_CHUNK):
+        chunk = items[i : i + BULK_CHUNK]
+        with ExitStack() as locks:
+            for folder, _, _ in chunk:
+                locks.enter_context(_locked(folder))
+            present = bulk.tagged("gdexp.record_id", [rec.record_id for _, rec, _ in chunk])
+            new: list[tuple[Path, RunInfo, p.FinishedRun]] = []
+            for folder, rec, parent in chunk:
+                config = rec.tags.get("gdexp.config_hash") if rec.status == "FINISHED" else None
+                if rec.record_id in present:
+                    rest.append((folder, rec, parent))
+                elif config and config in finished:
+                    _duplicate(rec, finished[config], report)
+                else:
+                    new.append((folder, rec, _whole_run(folder, rec, parent, report)))
+                    if config:
+                        finished[config] = "(this sync)"
+            for (folder, rec, run), written in zip(new, bulk.write([run for _, _, run in new])):
+                if rec.tags.get("gdexp.config_hash") and run.status == "FINISHED":
+                    finished[rec.tags["gdexp.config_hash"]] = written.run_id
+                _store_artifacts(client, folder, written)
+                report.created += 1
+                print(f"created    {rec.run_name} ({len(run.metrics)} metric points added) -> {written.run_id}")
+    return rest
+
+
+def _whole_run(folder: Path, rec: RunInfo, parent: str | None, report: SyncReport) -> p.FinishedRun:
+    """A record as the run the run-by-run sync would make of it: its tags (under its parent),
+    params, every curve and summary metric, and its status (FAILED where its job died)."""
+    problems: list[str] = []
+    metrics = curves(folder, rec.curve_points, problems) + list(rec.metrics)
+    for problem in problems:
+        print(f"skipped    {problem}")
+    report.skipped.extend(problems)
+    tags = dict(rec.tags)
+    if parent:
+        tags["mlflow.parentRunId"] = tags["gdexp.sweep"] = parent
+    status = rec.status if rec.status != "RUNNING" else "FAILED"
+    return p.FinishedRun(rec.run_name, tags, rec.params, metrics, status, int(folder.stat().st_mtime * 1000))
+
+
+def _store_artifacts(client: Any, folder: Path, written: p.Written) -> None:
+    """A created run's files: copied into a local artifact location, else logged."""
+    local = local_folder(written.artifact_uri)
+    for name in ARTIFACTS:
+        if (folder / name).is_file():
+            if local is not None:
+                local.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, local / name)
+            else:
+                client.log_artifact(written.run_id, str(folder / name))
+
+
+def _duplicate(rec: RunInfo, twin: str, report: SyncReport) -> None:
+    report.duplicates += 1
+    print(f"duplicate  {rec.run_name}: its configuration is FINISHED already as run {twin}; not synced")
 
 
 def _locked(folder: Path) -> AbstractContextManager[None]:
@@ -212,10 +293,9 @@ def _sync_run(
     found = client.search_runs([experiment_id], f"tags.`gdexp.record_id` = '{rec.record_id}'", max_results=1)
     twin = _finished_twin(client, experiment_id, rec, found[0].info.run_id if found else None)
     if twin and (not found or found[0].info.status != "FINISHED"):
-        report.duplicates += 1
         if found and found[0].info.status == "RUNNING":  # its writer was killed before ending it
             client.set_terminated(found[0].info.run_id, "KILLED")
-        print(f"duplicate  {rec.run_name}: its configuration is FINISHED already as run {twin}; not synced")
+        _duplicate(rec, twin, report)
         return
     tags = dict(rec.tags)
     if parent:

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from gdexp.tracking import protocol as p
 from gdexp.tracking.bulk import BulkWriter, open_bulk
@@ -32,6 +30,7 @@ from gdexp.tracking.store import (
     find_finished,
     finished_runs,
     first_line,
+    local_folder,
     log_whole,
     retrying,
 )
@@ -242,15 +241,6 @@ class Writer:
         except Exception:
             pass
         self.open_runs.discard(run_id)
-
-
-def local_folder(artifact_uri: str) -> Path | None:
-    """The folder of an artifact location on this machine's file system (a path or a ``file:``
-    URI); None for any other (a server's ``mlflow-artifacts:``, an object store)."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return Path(url2pathname(parsed.path))
-    return Path(artifact_uri) if not parsed.scheme and artifact_uri.startswith("/") else None
 
 
 def main(fd: int, uri: str, experiment: str) -> None:

@@ -236,6 +236,38 @@ def test_sigkill_at_any_instant_never_tears_a_record_and_resume_and_sync_agree(t
 # --------------------------------------------------------------------------- two processes, one store
 
 
+def test_a_batched_sweep_waits_out_another_process_holding_the_stores_write_lock(tmp_path, cli_env):
+    """Another process holds SQLite's write lock for 30 s while a batched sweep trains and
+    writes: the sweep's writes wait, then land. Every run once, FINISHED, under one parent."""
+    import sqlite3
+
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    grid = ["-m", "hydra/launcher=batched", "lr=0.001,0.01,0.1", "seed=0,1,2,3", "epochs=50"]
+    sweep = start_gdexp([*grid, "data=line_intercept"], tmp_path, cli_env)
+    try:
+        wait_for_line(sweep, "training 12 runs")  # the parent is made; the runs are yet to be written
+        holder = sqlite3.connect(uri[len("sqlite:///") :], timeout=60, isolation_level=None)
+        holder.execute("begin exclusive")  # what another writer mid-transaction holds
+        held = time.monotonic()
+        time.sleep(30)
+        assert sweep.poll() is None, "the sweep ended while the store was locked"
+        holder.execute("rollback")
+        holder.close()
+        out, err = sweep.communicate(timeout=240)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, err[-3000:]
+    assert time.monotonic() - held >= 30 and "Traceback" not in err
+    runs = all_runs(uri)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 12 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["gdexp.config_hash"] for r in children}) == 12  # none doubled
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert parent.info.status == "FINISHED" and {r.data.tags["mlflow.parentRunId"] for r in children} == {
+        parent.info.run_id
+    }
+
+
 def test_many_processes_opening_a_fresh_store_at_once_leave_it_usable(tmp_path):
     code = "import sys; from gdexp.tracking.store import connect; connect(sys.argv[1], 'gdexp')"
     for attempt in range(3):

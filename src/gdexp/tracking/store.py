@@ -168,6 +168,14 @@ def _leftover_migration(uri: str, err: BaseException) -> bool:
     return bool(names)
 
 
+class _LockedNoise(logging.Filter):
+    """Drops MLflow's log record of a SQLite lock error, which :func:`retrying` waits out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or "database is locked" not in str(error)
+
+
 def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
     check_reachable(uri)
     # MLflow prints a "View run at" link for every run ended on a server, with the URI as given:
@@ -178,6 +186,11 @@ def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
 
     for name in ("mlflow", "alembic"):  # store migrations log at INFO: not the user's business
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs every "database is locked" with its traceback before raising it; gdexp waits
+    # those out (retrying), so a store another process holds for a while is not a wall of errors.
+    sessions = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _LockedNoise) for f in sessions.filters):
+        sessions.addFilter(_LockedNoise())
 
     try:
         with first_open_lock(uri):

@@ -268,6 +268,52 @@ def test_a_batched_sweep_waits_out_another_process_holding_the_stores_write_lock
     }
 
 
+def test_sigkill_inside_a_bulk_transaction_rolls_it_back_and_the_resume_writes_each_run_once(tmp_path, cli_env):
+    """A reader keeps SQLite from committing, so the sweep's writer is caught inside its bulk
+    transaction (its rows in the journal, not committed) when the whole sweep is SIGKILLed. The
+    next open rolls the transaction back; the resume and a sync then leave each configuration
+    exactly one FINISHED run, and no run RUNNING."""
+    import sqlite3
+
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    db = Path(uri[len("sqlite:///") :])
+    grid = ["-m", "hydra/launcher=batched", "lr=0.001,0.01,0.1", "seed=0,1,2,3", "epochs=50", "data=line_intercept"]
+    sweep = start_gdexp([*grid, f"hydra.sweep.dir={tmp_path / 'killed'}"], tmp_path, cli_env, start_new_session=True)
+    reader = None
+    try:
+        wait_for_line(sweep, "training 12 runs")
+        reader = sqlite3.connect(db, timeout=60, isolation_level=None)
+        reader.execute("begin")
+        reader.execute("select count(*) from runs").fetchone()  # a shared lock: no commit gets past it
+        journal = db.with_name(db.name + "-journal")
+        assert wait_until(lambda: journal.is_file() and journal.stat().st_size > 0, timeout=60), "no write began"
+        time.sleep(1)
+        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its writers, mid-transaction
+        sweep.communicate(timeout=60)
+    finally:
+        if reader is not None:
+            reader.execute("rollback")
+            reader.close()
+        sweep.kill()
+    client = MlflowClient(uri)  # opening the store rolls the hot journal back
+    stored = client.search_runs([client.get_experiment_by_name("gdexp").experiment_id])
+    assert [r for r in stored if "mlflow.parentRunId" in r.data.tags] == []  # nothing half-written
+    resumed = gdexp(
+        [*grid, "tracking.skip_finished=true", f"hydra.sweep.dir={tmp_path / 'resumed'}"], tmp_path, cli_env
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    synced = gdexp([str(tmp_path / "killed")], tmp_path, cli_env, module="gdexp.sync")
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    runs = all_runs(uri)
+    finished = Counter(
+        r.data.tags["gdexp.config_hash"]
+        for r in runs
+        if r.info.status == "FINISHED" and "gdexp.config_hash" in r.data.tags
+    )
+    assert len(finished) == 12 and set(finished.values()) == {1}
+    assert "RUNNING" not in {r.info.status for r in runs}
+
+
 def test_many_processes_opening_a_fresh_store_at_once_leave_it_usable(tmp_path):
     code = "import sys; from gdexp.tracking.store import connect; connect(sys.argv[1], 'gdexp')"
     for attempt in range(3):

@@ -314,6 +314,75 @@ def test_sigkill_inside_a_bulk_transaction_rolls_it_back_and_the_resume_writes_e
     assert "RUNNING" not in {r.info.status for r in runs}
 
 
+def test_two_bulk_sweeps_into_one_sqlite_store_at_once_while_a_reader_reads(tmp_path, cli_env):
+    """Two batched sweeps write into one SQLite store at the same time while gdexp-compare's
+    reader reads it over and over: every run of each lands once, under its own parent, and every
+    read gets an answer."""
+    from gdexp.compare.runs import select_runs
+
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    grids = [["lr=0.001,0.002,0.005,0.01", "seed=range(0,6)"], ["lr=0.02,0.05,0.1,0.2", "seed=range(0,6)"]]
+    sweeps = [
+        start_gdexp(
+            ["-m", "hydra/launcher=batched", *g, "epochs=60", "data=line_intercept", f"hydra.sweep.dir={tmp_path / d}"],
+            tmp_path,
+            cli_env,
+        )
+        for g, d in zip(grids, "ab")
+    ]
+    answers, errors = [], []
+    try:
+        while any(s.poll() is None for s in sweeps):
+            try:
+                answers.append(len(select_runs(sweep="all", uri=uri)))
+            except Exception as err:  # noqa: BLE001 - a store with no run yet selects none: say so
+                errors.append(f"{type(err).__name__}: {err}")
+            time.sleep(0.5)
+        outs = [s.communicate(timeout=240) for s in sweeps]
+    finally:
+        for s in sweeps:
+            s.kill()
+    assert [s.returncode for s in sweeps] == [0, 0], [o[1][-2000:] for o in outs]
+    assert answers and answers == sorted(answers), answers  # the readers saw the runs arrive
+    before = ("no such experiment", "selects no runs")  # before the sweeps made theirs: said in one line
+    assert all(any(b in e for b in before) for e in errors), errors
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 24 and {r.info.status for r in children} == {"FINISHED"}
+        assert len({r.data.tags["gdexp.config_hash"] for r in children}) == 24
+    assert len(select_runs(sweep="all", uri=uri)) == 48
+
+
+def test_a_second_sweep_into_a_sweep_directory_in_use_is_one_line_and_makes_no_run(tmp_path, cli_env):
+    """Two sweeps started in the same second from one directory share Hydra's default
+    ``multirun/DATE/TIME``: the second to arrive is refused in one line, before any run, and the
+    first's runs and records stay its own."""
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    shared = f"hydra.sweep.dir={tmp_path / 'multirun' / 'same-second'}"
+    first = start_gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.1", "seed=range(0,6)", shared], tmp_path, cli_env)
+    try:
+        wait_for_line(first, "training 12 runs")
+        second = gdexp(["-m", "lr=0.5,0.6", shared], tmp_path, cli_env)
+        out, err = first.communicate(timeout=240)
+    finally:
+        first.kill()
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    (line,) = [x for x in second.stderr.splitlines() if x.strip()]
+    assert f"another sweep (process {first.pid}) is writing there" in line and "same-second-2" in line
+    assert first.returncode == 0, err[-2000:]
+    runs = all_runs(uri)
+    assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
+    assert (
+        sorted(r.data.params["lr"] for r in runs if "mlflow.parentRunId" in r.data.tags) == ["0.01"] * 6 + ["0.1"] * 6
+    )
+    # the lock dies with its process: the same directory takes a resume at once
+    again = gdexp(["-m", "lr=0.01,0.1", "seed=range(0,6)", shared, "tracking.skip_finished=true"], tmp_path, cli_env)
+    assert again.returncode == 0 and "12 skipped as finished already" in again.stdout, again.stderr
+
+
 def test_many_processes_opening_a_fresh_store_at_once_leave_it_usable(tmp_path):
     code = "import sys; from gdexp.tracking.store import connect; connect(sys.argv[1], 'gdexp')"
     for attempt in range(3):

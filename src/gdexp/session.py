@@ -16,6 +16,8 @@ writer's client side uses it too.
 from __future__ import annotations
 
 import atexit
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +65,7 @@ class Session:
         self.writers: dict[tuple[str, str], Closable] = {}  # (uri, experiment) -> its writer process
         self.pools: list[Closable] = []  # writer pools of batched launches; a sweep's end closes them
         self.said: set[str] = set()  # notes about a store, said once a process
+        self.folders: list[Any] = []  # sweep directories this process writes: their locks, held
         self._turn = threading.RLock()
         atexit.register(self.close_writers)
 
@@ -73,6 +76,36 @@ class Session:
         self.skipped.clear()
         self.sweeps.clear()
         self.task_started = False
+        self.release_folders()
+
+    def hold_folder(self, folder: Path) -> None:
+        """Hold a sweep directory for this command: another process's sweep writing there (two
+        sweeps started in the same second share Hydra's ``multirun/DATE/TIME``, and their job
+        directories and records would mix) is a :class:`UserError`, before either makes a run. The
+        lock dies with the process, so a killed sweep's directory can be resumed."""
+        from gdexp.errors import UserError
+
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".gdexp-sweep.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise UserError(
+                f"hydra.sweep.dir={folder}: another sweep ({holder}) is writing there; "
+                f"allowed: a directory of its own, e.g. hydra.sweep.dir={folder}-2"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"process {os.getpid()}")
+        lock.flush()
+        self.folders.append(lock)
+
+    def release_folders(self) -> None:
+        for lock in self.folders:
+            lock.close()
+        self.folders.clear()
 
     @contextmanager
     def command(self) -> Iterator[Session]:

@@ -104,6 +104,7 @@ class SweepCallback(Callback):
                 preflight(config, [*space.fixed, *search.corners(space)])
                 jobs = settings.n_trials
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
+            SESSION.hold_folder(folder)
             self.sweep = SweepRun(folder, target_of(config), study=name)
             resume = bool(config.tracking.skip_finished)
             self.sweep.open(every, jobs, search.study_key(name) if name else None, resume=resume)
@@ -122,6 +123,7 @@ class SweepCallback(Callback):
             experiment = target.experiment if target else None
             curves = draws_loss_curves(config.hydra.launcher)
             print_sweep_summary(outcome, folder, sweep.run_id, experiment, link, local, len(SESSION.skipped), curves)
+        SESSION.release_folders()
 
 
 def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gdexp.errors import UserError
+
 
 class Closable(Protocol):
     def close(self) -> None: ...
@@ -83,8 +85,6 @@ class Session:
         sweeps started in the same second share Hydra's ``multirun/DATE/TIME``, and their job
         directories and records would mix) is a :class:`UserError`, before either makes a run. The
         lock dies with the process, so a killed sweep's directory can be resumed."""
-        from gdexp.errors import UserError
-
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / ".gdexp-sweep.lock", "a+")
         try:

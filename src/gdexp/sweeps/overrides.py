@@ -7,7 +7,7 @@ train it (:mod:`gdexp.sweeps.batched`) composing once per group of jobs instead 
 
 from __future__ import annotations
 
-import copy as copy_module
+import copy
 import math
 import re
 from collections.abc import Mapping
@@ -60,10 +60,10 @@ def member_override(override: Override) -> bool:
     return plain and override.package is None and override.key_or_group in MEMBER_KEYS
 
 
-def apply_overrides(base: DictConfig, overrides: list[Override], copy: bool = True) -> DictConfig:
-    """``base`` (a copy of it, unless ``copy`` is false) with parsed ``overrides`` applied, exactly
-    as Hydra applies them after composing (type checks and errors included)."""
-    cfg = copy_module.deepcopy(base) if copy else base
+def apply_overrides(base: DictConfig, overrides: list[Override], in_place: bool = False) -> DictConfig:
+    """``base`` (a copy of it, unless ``in_place``) with parsed ``overrides`` applied, exactly as
+    Hydra applies them after composing (type checks and errors included)."""
+    cfg = base if in_place else copy.deepcopy(base)
     ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
     return cfg
 

@@ -176,7 +176,7 @@ class MemberConfigs:
 
     def make(self, overrides: list[Override]) -> DictConfig:
         """A member's :class:`DictConfig`: the group's, unpickled, with its overrides applied."""
-        return apply_overrides(pickle.loads(self.blob), overrides, copy=False)
+        return apply_overrides(pickle.loads(self.blob), overrides, in_place=True)
 
     def _alone(self, override: Override) -> tuple[str, Any] | None:
         text = str(override.input_line)

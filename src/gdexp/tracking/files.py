@@ -29,15 +29,20 @@ def write_json(path: Path, value: Any) -> None:
     write_atomically(path, json.dumps(value, indent=2, default=float))
 
 
-def set_run_id(folder: Path, run_id: str) -> None:
-    """Note in a record the MLflow run that holds it (written once the store has it): the one
-    field changed, the rest kept as its job wrote it moments ago."""
-    path = folder / RECORD_FILE
+def read_record(path: Path) -> dict[str, Any]:
+    """A record file's JSON object; a :class:`DamagedRecord` if it is not one."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise DamagedRecord(f"{path}: not readable JSON ({err})") from None
     if not isinstance(raw, dict):
         raise DamagedRecord(f"{path}: not a run record (a JSON object)")
+    return raw
+
+
+def set_run_id(folder: Path, run_id: str) -> None:
+    """Note in a record the MLflow run that holds it (written once the store has it): the one
+    field changed, the rest kept as its job wrote it moments ago."""
+    raw = read_record(folder / RECORD_FILE)
     raw["mlflow_run_id"] = run_id
-    write_json(path, raw)
+    write_json(folder / RECORD_FILE, raw)

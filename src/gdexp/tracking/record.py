@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gdexp.tracking.files import RECORD_FILE, DamagedRecord, write_atomically, write_json
+from gdexp.tracking.files import RECORD_FILE, DamagedRecord, read_record, write_atomically, write_json
 from gdexp.tracking.protocol import MetricRow
 from gdexp.training.analysis import predictions_many
 from gdexp.training.data import Dataset
@@ -56,12 +56,7 @@ class RunInfo:
     @classmethod
     def load(cls, path: Path) -> RunInfo:
         """Read a ``run.json``; a :class:`DamagedRecord` if it is not one."""
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise DamagedRecord(f"{path}: not readable JSON ({err})") from None
-        if not isinstance(raw, dict):
-            raise DamagedRecord(f"{path}: not a run record (a JSON object)")
+        raw = read_record(path)
         known = {f.name for f in fields(cls)}
         try:
             info = cls(**{k: v for k, v in raw.items() if k in known})

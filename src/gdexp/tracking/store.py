@@ -12,6 +12,7 @@ import base64
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -297,6 +298,22 @@ def log_file(uri: str, run_id: str, path: Path) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(uri).log_artifact(run_id, str(path))
+
+
+def put_artifacts(artifact_uri: str, paths: list[Path], tracking_uri: str) -> None:
+    """Put files in a run's artifact location: copied straight into a local one (what MLflow's
+    local repository does, without its staging copy), else through MLflow's repository."""
+    folder = local_folder(artifact_uri)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copyfile(path, folder / path.name)
+        return
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+    for path in paths:
+        retrying(repository.log_artifact, str(path))
 
 
 def local_folder(artifact_uri: str) -> Path | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -32,7 +31,7 @@ from gdexp.tracking.record import (
     process_gone,
     thin_steps,
 )
-from gdexp.tracking.store import connect, file_lock, find_finished, finished_runs, local_folder, log_whole
+from gdexp.tracking.store import connect, file_lock, find_finished, finished_runs, log_whole, put_artifacts
 from gdexp.tracking.uri import masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
@@ -236,7 +235,7 @@ def _create_many(
             for (folder, rec, run), written in zip(new, bulk.write([run for _, _, run in new])):
                 if rec.tags.get("gdexp.config_hash") and run.status == "FINISHED":
                     finished[rec.tags["gdexp.config_hash"]] = written.run_id
-                _store_artifacts(client, folder, written)
+                put_artifacts(written.artifact_uri, [folder / n for n in ARTIFACTS if (folder / n).is_file()], uri)
                 report.created += 1
                 print(f"created    {rec.run_name} ({len(run.metrics)} metric points added) -> {written.run_id}")
     return rest
@@ -255,18 +254,6 @@ def _whole_run(folder: Path, rec: RunInfo, parent: str | None, report: SyncRepor
         tags["mlflow.parentRunId"] = tags["gdexp.sweep"] = parent
     status = rec.status if rec.status != "RUNNING" else "FAILED"
     return p.FinishedRun(rec.run_name, tags, rec.params, metrics, status, int(folder.stat().st_mtime * 1000))
-
-
-def _store_artifacts(client: Any, folder: Path, written: p.Written) -> None:
-    """A created run's files: copied into a local artifact location, else logged."""
-    local = local_folder(written.artifact_uri)
-    for name in ARTIFACTS:
-        if (folder / name).is_file():
-            if local is not None:
-                local.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(folder / name, local / name)
-            else:
-                client.log_artifact(written.run_id, str(folder / name))
 
 
 def _duplicate(rec: RunInfo, twin: str, report: SyncReport) -> None:

@@ -10,7 +10,6 @@ close and ends every run it opened as FAILED. Imports neither Hydra nor torch.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -30,8 +29,8 @@ from gdexp.tracking.store import (
     find_finished,
     finished_runs,
     first_line,
-    local_folder,
     log_whole,
+    put_artifacts,
     retrying,
 )
 from gdexp.tracking.uri import TrackingError
@@ -147,7 +146,6 @@ class Writer:
         """Draw each run's loss curve and put it and the run's files in its artifact location (no
         store call: the artifact repository is reached from the run's artifact URI); then note
         the run's id in its record."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         failures = []
         for files in op.files:
@@ -155,15 +153,7 @@ class Writer:
                 drawn = (
                     [str(save_loss_curve(files.loss, Path(files.loss_curve), files.name))] if files.loss_curve else []
                 )
-                folder = local_folder(files.artifact_uri)
-                if folder is not None:  # what MLflow's local repository does, without its staging copy
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for path in [*files.artifacts, *drawn]:
-                        shutil.copyfile(path, folder / Path(path).name)
-                else:
-                    repository = get_artifact_repository(files.artifact_uri, tracking_uri=self.uri)
-                    for path in [*files.artifacts, *drawn]:
-                        retrying(repository.log_artifact, path)
+                put_artifacts(files.artifact_uri, [Path(f) for f in [*files.artifacts, *drawn]], self.uri)
             except Exception as err:
                 failures.append(f"[{files.name}] artifacts: {type(err).__name__}: {first_line(err)}")
             if files.record:  # here, beside the store, not in the process that trains the next runs

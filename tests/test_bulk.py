@@ -41,6 +41,7 @@ def finished(parent: str) -> list[p.FinishedRun]:
         curve += [("w", 2.0 * (1 - (1 - lr) ** s), s) for s in range(0, 1200, 7)]
         if lr == 0.5:
             curve += [("loss", math.nan, 1200), ("loss", math.inf, 1201), ("w", -math.inf, 1201)]
+            curve += [("grad_norm", 1.0, 0), ("grad_norm", math.nan, 1)]  # NaN as the latest value
         curve += [("final_loss", curve[-1][1] if lr != 0.5 else math.inf, 0), ("final_loss", 1e-9 * (i + 1), 0)]
         runs.append(
             p.FinishedRun(
@@ -154,6 +155,39 @@ def test_the_bulk_path_writes_what_the_client_writes(tmp_path, store_template):
     assert len(client_view["lr=0.01,optimizer=sgd"]["histories"]["loss"]) == 1200
     for key in client_view:
         assert bulk_view[key] == client_view[key], key
+
+
+def test_runs_read_as_rows_are_what_get_run_shows(tmp_path, store_template):
+    """compare's reader (``read_runs``: four queries, no ORM objects) gives each run's name,
+    status, start time, artifact URI, params, latest metrics (NaN restored, inf as MLflow keeps
+    it) and tags as MLflow's ``get_run`` does, on stores written by either path."""
+    for client, experiment_id, parent, ids in write_both(tmp_path, store_template).values():
+        store = bulk.sql_store(client)
+        assert store is not None
+        rows = bulk.read_runs(store, experiment_id, ("mlflow.parentRunId", parent))
+        assert sorted(r[0] for r in rows.runs) == sorted(ids)
+        everything = bulk.read_runs(store, experiment_id, None)
+        assert sorted(r[0] for r in everything.runs) == sorted([*ids, parent])
+
+        def nan(v):
+            return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+        for run_id, name, status, start, artifact_uri in rows.runs:
+            run = client.get_run(run_id)
+            assert (name, status, start, artifact_uri) == (
+                run.info.run_name,
+                run.info.status,
+                run.info.start_time,
+                run.info.artifact_uri,
+            )
+            assert {k: v for r, k, v in rows.params if r == run_id} == run.data.params
+            assert {k: nan(v) for r, k, v in rows.metrics if r == run_id} == {
+                k: nan(v) for k, v in run.data.metrics.items()
+            }
+            assert {k: v for r, k, v in rows.tags if r == run_id} == run.data.tags
+        diverged = next(r for r, name, *_ in rows.runs if name.startswith("lr=0.5"))
+        latest = {k: nan(v) for r, k, v in rows.metrics if r == diverged}
+        assert latest["grad_norm"] == "nan" and latest["loss"] == sys.float_info.max
 
 
 def test_one_transaction_a_call_and_nothing_left_by_a_failed_one(tmp_path, store_template):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 
 from gdexp.commandline import OneLineParser, user_errors
-from gdexp.compare import plots, report
 from gdexp.compare.runs import SelectionError, select_runs, sweeps
 from gdexp.compare.tables import FORMATS, group_table, pivot, render, runs_table, sort_table
 
@@ -92,6 +91,8 @@ def _table_command(args) -> str:
 
 def _study_plots(args: argparse.Namespace) -> None:
     """``plot --kind study``: the optimisation history and parameter importances of a study."""
+    from gdexp.compare import report  # matplotlib (0.4 s) only for the commands that draw
+
     parent = report.parent_run(args.experiment, args.sweep, args.tracking_uri)
     try:
         figures = report.study_figures(parent, args.tracking_uri)
@@ -139,6 +140,8 @@ def _command(args: argparse.Namespace) -> None:
                 f"{row.get('tags.gdexp.jobs', '?')} jobs  {row['run_name']}"
             )
     elif args.command == "plot":
+        from gdexp.compare import plots  # matplotlib (0.4 s) only for the commands that draw
+
         runs = select_runs(args.experiment, args.sweep, args.filter, args.tracking_uri)
         if args.kind == "study":
             _study_plots(args)
@@ -160,6 +163,8 @@ def _command(args: argparse.Namespace) -> None:
         for path in paths:
             print(f"wrote {path}")
     elif args.command == "report":
+        from gdexp.compare import report  # matplotlib (0.4 s) only for the commands that draw
+
         try:
             path = report.build(
                 args.experiment, args.sweep, args.filter, args.tracking_uri, Path(args.out) if args.out else None

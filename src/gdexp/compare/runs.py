@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from gdexp.errors import UserError
+from gdexp.tracking.bulk import read_runs, sql_store
 from gdexp.tracking.record import SUPERSEDED_TAG
 from gdexp.tracking.uri import masked, resolve_uri
 
@@ -45,8 +46,11 @@ def _client(uri: str | None) -> Any:
 def sweeps(experiment: str = "gdexp", uri: str | None = None) -> pd.DataFrame:
     """The experiment's sweep parent runs, newest first."""
     client = _client(uri)
-    exp = _experiment(client, experiment)
-    parents = _search(client, exp, "tags.`gdexp.role` = 'sweep'")
+    return _parents(client, _experiment(client, experiment))
+
+
+def _parents(client, exp) -> pd.DataFrame:
+    parents = _tagged(client, exp, ("gdexp.role", "sweep"))
     return parents.sort_values("start_time", ascending=False, ignore_index=True) if len(parents) else parents
 
 
@@ -56,6 +60,25 @@ def _experiment(client, name: str):
         known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none yet"
         raise SelectionError(f"--experiment={name}: no such experiment; allowed: {known}")
     return exp
+
+
+def _tagged(client, exp, tag: tuple[str, str] | None) -> pd.DataFrame:
+    """The experiment's runs that carry ``tag`` (None: all), as :func:`_search` gives them. On a
+    SQL store at the installed MLflow's schema, read as rows in four queries: ``search_runs``
+    builds ORM objects at about 2 ms a run, 20 s for a 10,000-run sweep."""
+    store = sql_store(client)
+    if store is None:
+        return _search(client, exp, f"tags.`{tag[0]}` = '{tag[1]}'" if tag else "")
+    found = read_runs(store, exp.experiment_id, tag)
+    frame = pd.DataFrame(found.runs, columns=["run_id", "run_name", "mlflow_status", "start_time", "artifact_uri"])
+    for prefix, rows in (("params.", found.params), ("metrics.", found.metrics), ("tags.", found.tags)):
+        if rows:
+            long = pd.DataFrame(rows, columns=["run_id", "key", "value"])
+            wide = long.pivot(index="run_id", columns="key", values="value")
+            wide = wide[pd.unique(long["key"])]  # the keys in the order the runs hold them
+            wide.columns = [prefix + k for k in wide.columns]
+            frame = frame.join(wide, on="run_id")
+    return frame
 
 
 def _search(client, exp, filter_string: str) -> pd.DataFrame:
@@ -97,18 +120,20 @@ def select_runs(
     id, or ``all`` (every run that is not a sweep parent); ``filter`` is an MLflow search filter."""
     client = _client(uri)
     exp = _experiment(client, experiment)
-    clauses = [filter] if filter else []
     if sweep == "latest":
-        parents = sweeps(experiment, uri)
+        parents = _parents(client, exp)
         if parents.empty:
             raise SelectionError(
                 f"--sweep=latest: experiment {experiment} has no sweep yet; "
                 "allowed: all, or run one with `python -m gdexp.run -m ...`"
             )
         sweep = parents.loc[0, "run_id"]
-    if sweep != "all":
-        clauses.append(f"tags.`mlflow.parentRunId` = '{sweep}'")
-    runs = _search(client, exp, " and ".join(clauses))
+    tag = None if sweep == "all" else ("mlflow.parentRunId", sweep)
+    if filter:  # MLflow's own search grammar
+        clauses = [filter, *([f"tags.`{tag[0]}` = '{tag[1]}'"] if tag else [])]
+        runs = _search(client, exp, " and ".join(clauses))
+    else:
+        runs = _tagged(client, exp, tag)
     if sweep == "all" and len(runs) and "tags.gdexp.role" in runs:
         runs = runs[runs["tags.gdexp.role"] != "sweep"]
     if len(runs) and f"tags.{SUPERSEDED_TAG}" in runs:  # a requeued job's stopped first attempt

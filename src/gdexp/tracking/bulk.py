@@ -74,6 +74,68 @@ def open_bulk(client: Any, uri: str, experiment_id: str) -> tuple[BulkWriter | N
     return BulkWriter(store, experiment_id), None
 
 
+def sql_store(client: Any) -> Any | None:
+    """The client's SQLAlchemy store where its schema is the one the installed MLflow writes
+    (the tables this module reads and writes are then MLflow's own), else None."""
+    if os.environ.get("GDEXP_BULK") == "0":
+        return None
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = _store_of(client)
+    if not isinstance(store, SqlAlchemyStore):
+        return None
+    try:
+        found, head = schema_revisions(store)
+    except Exception:
+        return None
+    return store if found == head else None
+
+
+@dataclass
+class RunRows:
+    """Many runs as their rows: ``runs`` (run id, name, status, start time, artifact URI), and
+    ``params``, ``metrics`` (latest values, NaN restored) and ``tags`` as (run id, key, value)."""
+
+    runs: list[tuple[str, str, str, int, str]]
+    params: list[tuple[str, str, str]]
+    metrics: list[tuple[str, str, float]]
+    tags: list[tuple[str, str, str]]
+
+
+def read_runs(store: Any, experiment_id: str, tag: tuple[str, str] | None) -> RunRows:
+    """The experiment's live runs that carry ``tag`` (key, value; None for all of them), in four
+    queries through MLflow's models: what ``search_runs`` gives for the filter
+    ``tags.key = 'value'``, without its ORM objects (about 2 ms a run; these queries take a few
+    microseconds a row)."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+
+    run, tags = SqlRun.__table__.c, SqlTag.__table__.c
+    chosen = sa.select(run.run_uuid).where(run.experiment_id == int(experiment_id), run.lifecycle_stage == "active")
+    if tag is not None:
+        chosen = chosen.join(SqlTag.__table__, tags.run_uuid == run.run_uuid).where(
+            tags.key == tag[0], tags.value == tag[1]
+        )
+    chosen = chosen.scalar_subquery()
+
+    def rows(model: Any, *names: str) -> list[tuple]:
+        table = model.__table__.c
+        query = sa.select(*(table[n] for n in names)).where(table.run_uuid.in_(chosen))
+        return connection.execute(query).cursor.fetchall()  # the driver's tuples: a third of Row's cost
+
+    with store.engine.connect() as connection:
+        found = RunRows(
+            runs=rows(SqlRun, "run_uuid", "name", "status", "start_time", "artifact_uri"),
+            params=rows(SqlParam, "run_uuid", "key", "value"),
+            metrics=[
+                (r, k, float("nan") if is_nan else v)
+                for r, k, v, is_nan in rows(SqlLatestMetric, "run_uuid", "key", "value", "is_nan")
+            ],
+            tags=rows(SqlTag, "run_uuid", "key", "value"),
+        )
+    return found
+
+
 @dataclass
 class BulkWriter:
     """Writes finished runs into one experiment of a SQL store, a transaction per call."""

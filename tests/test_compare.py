@@ -53,9 +53,9 @@ def test_table_numbers_equal_mlflow(store):
 @pytest.mark.parametrize("sweep", ["grid", "seeds", "all", "latest"])
 def test_rows_read_from_the_tables_equal_mlflows_search(store, monkeypatch, sweep):
     """A SQL store at MLflow's schema is read as rows (four queries), not through search_runs'
-    ORM objects: the same frame, value for value (NaN where the diverged run has it), as MLflow's
-    search gives (GDEXP_BULK=0; NaN and inf: ``test_bulk``). Its columns come params, metrics, tags; MLflow's search puts a
-    param only later runs have (adam's betas) after the first run's metrics."""
+    ORM objects: the same frame, value for value, as MLflow's search gives (GDEXP_BULK=0; NaN
+    and inf: ``test_bulk``). Its columns come params, metrics, tags; MLflow's search puts a param
+    only later runs have (adam's betas) after the first run's metrics."""
     which = store.get(sweep, sweep)
     fast = compare.select_runs(sweep=which, uri=store["uri"])
     monkeypatch.setenv("GDEXP_BULK", "0")

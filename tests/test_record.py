@@ -10,8 +10,7 @@ import pytest
 from conftest import make_config
 
 from gdexp.job import Job
-from gdexp.tracking.record import DamagedRecord, RunInfo, SweepInfo, thin_steps
-from gdexp.tracking.sync import curves
+from gdexp.tracking.record import DamagedRecord, RunInfo, SweepInfo, recorded_curves, thin_steps
 from gdexp.training.history import History
 
 
@@ -122,7 +121,7 @@ def test_a_damaged_sweep_record_is_named(tmp_path):
 def test_sync_reads_the_intact_lines_of_a_torn_history(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss,w\n0,,0.0\n1,3.5,0.5\n2,3.0,0.7\n3,2.5\n")
     problems: list[str] = []
-    rows = curves(tmp_path, 0, problems)
+    rows = recorded_curves(tmp_path, 0, problems)
     assert rows == [("w", 0.0, 0), ("loss", 3.5, 1), ("w", 0.5, 1), ("loss", 3.0, 2), ("w", 0.7, 2)]
     assert len(problems) == 1 and "line 5" in problems[0]
 

@@ -136,6 +136,30 @@ def read_runs(store: Any, experiment_id: str, tag: tuple[str, str] | None) -> Ru
     return found
 
 
+METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")  # a metric row's tuple
+
+
+def insert(connection: Any, table: Any, rows: list[Any], columns: tuple[str, ...] | None = None) -> None:
+    """``rows`` into ``table``: dicts with the same keys, or tuples of ``columns``. The model's own
+    INSERT, compiled once; on SQLite the driver's ``executemany`` takes the rows as tuples:
+    SQLAlchemy's per-row parameter handling would cost three times the database's own time (2.1
+    million metric rows in a 10,000-run sync). Elsewhere SQLAlchemy's batched insert
+    (``insertmanyvalues`` on PostgreSQL)."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(table.insert(), [dict(zip(columns, r)) for r in rows] if columns else rows)
+        return
+    keys = list(columns or rows[0])
+    compiled = table.insert().compile(dialect=connection.dialect, column_keys=keys)
+    order = list(compiled.positiontup)
+    if columns and order == keys:
+        connection.exec_driver_sql(str(compiled), rows)
+    elif columns:
+        at = [keys.index(k) for k in order]
+        connection.exec_driver_sql(str(compiled), [tuple(r[i] for i in at) for r in rows])
+    else:
+        connection.exec_driver_sql(str(compiled), [tuple(r[k] for k in order) for r in rows])
+
+
 @dataclass
 class BulkWriter:
     """Writes finished runs into one experiment of a SQL store, a transaction per call."""
@@ -181,7 +205,7 @@ class BulkWriter:
         now = int(time.time() * 1000)
         checked = [self.check(run, now) for run in runs]
         written: list[p.Written] = []
-        tables: dict[Any, list[dict[str, Any]]] = {
+        tables: dict[Any, list[Any]] = {  # rows: dicts, or tuples of METRIC_COLUMNS
             m: [] for m in (SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric, SqlInput, SqlInputTag)
         }
         with self.store.ManagedSessionMaker(read_only=False) as session:
@@ -234,7 +258,8 @@ class BulkWriter:
                 written.append(p.Written(run_id, artifact_uri))
             for model, rows in tables.items():  # runs first: the others refer to them
                 if rows:
-                    session.execute(model.__table__.insert(), rows)
+                    columns = METRIC_COLUMNS if model in (SqlMetric, SqlLatestMetric) else None
+                    insert(session.connection(), model.__table__, rows, columns)
         return written
 
     def tagged(self, key: str, values: list[str]) -> set[str]:
@@ -286,11 +311,12 @@ class BulkWriter:
         session.flush()  # a dataset another process made meanwhile fails here, not mid-runs
         return ids
 
-    def _metrics(self, run_id: str, metrics: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _metrics(self, run_id: str, metrics: list[Any]) -> tuple[list[tuple], list[tuple]]:
         """The full history (duplicates dropped, as ``log_batch`` drops them) and the latest value
-        of each key: the greatest ``(step, timestamp, value)``, as MLflow compares them."""
-        history: list[dict[str, Any]] = []
-        latest: dict[str, dict[str, Any]] = {}
+        of each key: the greatest ``(step, timestamp, value)``, as MLflow compares them. Rows are
+        tuples of :data:`METRIC_COLUMNS`."""
+        history: list[tuple] = []
+        latest: dict[str, tuple] = {}
         seen: set[Any] = set()
         sanitize = self.store.sanitize_metric_value
         for metric in metrics:  # (key, value, timestamp, step)
@@ -299,17 +325,10 @@ class BulkWriter:
             seen.add(metric)
             key, raw, timestamp, step = metric
             is_nan, value = sanitize(raw)
-            row = {
-                "run_uuid": run_id,
-                "key": key,
-                "value": value,
-                "timestamp": timestamp,
-                "step": step,
-                "is_nan": is_nan,
-            }
+            row = (run_id, key, value, timestamp, step, is_nan)
             history.append(row)
             now = latest.get(key)
             # the sanitized value, as MLflow compares them; ties keep the first
-            if now is None or (row["step"], row["timestamp"], value) > (now["step"], now["timestamp"], now["value"]):
+            if now is None or (step, timestamp, value) > (now[4], now[3], now[2]):
                 latest[key] = row
         return history, list(latest.values())

@@ -166,9 +166,9 @@ class Tracker:
         """End the run once every queued write is in the store."""
         self.call(p.EndRun(run_id, status))
 
-    def write_runs(self, runs: list[p.FinishedRun], timeout: float = 600.0) -> p.WrittenRuns:
+    def write_runs(self, runs: list[p.FinishedRun], timeout: float = 600.0, unless: str = "") -> p.WrittenRuns:
         """Write finished runs to the store (see :meth:`gdexp.tracking.writer.Writer.write_runs`)."""
-        return self.call(p.WriteRuns(runs), timeout=timeout)
+        return self.call(p.WriteRuns(runs, unless), timeout=timeout)
 
     def store_files(self, files: list[p.RunFiles], timeout: float = 600.0) -> list[str]:
         """Draw loss curves and store runs' files; the failures."""

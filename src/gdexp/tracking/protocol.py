@@ -152,10 +152,13 @@ class Written:
 
 @dataclass(frozen=True)
 class WriteRuns(Op):
-    """Answers a :class:`Written` (or None where it failed) per run, and the failures."""
+    """Answers a :class:`Written` (or None where it failed) per run, and the failures. With
+    ``unless``, a tag key: the runs whose value of it a live run of the experiment holds already
+    are not written (None, their places in ``WrittenRuns.present``)."""
 
     answered: ClassVar[bool] = True
     runs: list[FinishedRun]
+    unless: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,3 +196,4 @@ class Reply:
 class WrittenRuns:
     written: list[Written | None] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    present: list[int] = field(default_factory=list)  # runs not written: the store has them (``unless``)

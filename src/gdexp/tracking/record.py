@@ -255,3 +255,42 @@ def read_sweep(folder: Path) -> SweepInfo | None:
     """The record of the sweep whose directory is ``folder``, if it has one."""
     path = folder / SWEEP_FILE
     return SweepInfo.load(path) if path.is_file() else None
+
+
+def recorded_curves(folder: Path, curve_points: int = 0, problems: list[str] | None = None) -> list[MetricRow]:
+    """``(key, value, step)`` of every curve in a job directory's history.csv; for a run of a
+    batched sweep, on the even grid of ``curve_points`` steps its MLflow curves were written on.
+    A line that is torn or not numbers (a kill mid-write) is left out and noted in ``problems``."""
+    path = folder / "history.csv"
+    if not path.is_file():
+        return []
+    lines: list[dict[str, str]] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        for line in reader:
+            if None in line.values() or None in line or not _numbers(line):
+                if problems is not None:
+                    problems.append(f"{path}: line {reader.line_num} is torn or not numbers; left out")
+                continue
+            lines.append(line)
+    last = int(float(lines[-1]["epoch"])) if lines else 0
+    keep = {name: set(thin_steps(first, last, curve_points).tolist()) for name, first in (("loss", 1), ("", 0))}
+    rows = []
+    for line in lines:
+        step = int(float(line["epoch"]))
+        for key, value in line.items():
+            if key == "epoch" or value == "" or key.startswith("pred_"):
+                continue
+            if step in keep["loss" if key == "loss" else ""]:
+                rows.append((key, float(value), step))
+    return rows
+
+
+def _numbers(line: dict[str, Any]) -> bool:
+    try:
+        for value in line.values():
+            if value != "":
+                float(value)
+        return line.get("epoch", "") != ""
+    except (TypeError, ValueError):
+        return False

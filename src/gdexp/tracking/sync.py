@@ -10,10 +10,10 @@ it twice changes nothing the second time.
 
 from __future__ import annotations
 
-import csv
 import os
 import socket
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 from gdexp.tracking import protocol as p
 from gdexp.tracking.bulk import open_bulk
-from gdexp.tracking.protocol import MetricRow
+from gdexp.tracking.client import Tracker
 from gdexp.tracking.record import (
     SWEEP_FILE,
     DamagedRecord,
@@ -29,9 +29,16 @@ from gdexp.tracking.record import (
     SweepInfo,
     find_records,
     process_gone,
-    thin_steps,
+    recorded_curves,
 )
-from gdexp.tracking.store import connect, file_lock, find_finished, finished_runs, log_whole, put_artifacts
+from gdexp.tracking.store import (
+    connect,
+    file_lock,
+    find_finished,
+    finished_runs,
+    log_whole,
+    put_artifacts,
+)
 from gdexp.tracking.uri import masked
 
 ARTIFACTS = ("config.yaml", "history.csv", "loss_curve.png")
@@ -52,45 +59,6 @@ class SyncReport:
         line = f"{self.created} created, {self.completed} completed, {self.up_to_date} up to date"
         extra = {"duplicates": self.duplicates, "still running": self.running, "skipped": len(self.skipped)}
         return line + "".join(f", {n} {what}" for what, n in extra.items() if n)
-
-
-def curves(folder: Path, curve_points: int = 0, problems: list[str] | None = None) -> list[MetricRow]:
-    """``(key, value, step)`` of every curve in a job directory's history.csv; for a run of a
-    batched sweep, on the even grid of ``curve_points`` steps its MLflow curves were written on.
-    A line that is torn or not numbers (a kill mid-write) is left out and noted in ``problems``."""
-    path = folder / "history.csv"
-    if not path.is_file():
-        return []
-    lines: list[dict[str, str]] = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        for line in reader:
-            if None in line.values() or None in line or not _numbers(line):
-                if problems is not None:
-                    problems.append(f"{path}: line {reader.line_num} is torn or not numbers; left out")
-                continue
-            lines.append(line)
-    last = int(float(lines[-1]["epoch"])) if lines else 0
-    keep = {name: set(thin_steps(first, last, curve_points).tolist()) for name, first in (("loss", 1), ("", 0))}
-    rows = []
-    for line in lines:
-        step = int(float(line["epoch"]))
-        for key, value in line.items():
-            if key == "epoch" or value == "" or key.startswith("pred_"):
-                continue
-            if step in keep["loss" if key == "loss" else ""]:
-                rows.append((key, float(value), step))
-    return rows
-
-
-def _numbers(line: dict[str, Any]) -> bool:
-    try:
-        for value in line.values():
-            if value != "":
-                float(value)
-        return line.get("epoch", "") != ""
-    except (TypeError, ValueError):
-        return False
 
 
 def _records(path: Path, report: SyncReport) -> Iterator[tuple[Path, RunInfo]]:
@@ -183,7 +151,7 @@ def sync(path: Path, uri: str | None = None) -> SyncReport:
         by_store.setdefault((target, rec.experiment), []).append((folder, rec, parent))
     for (target, experiment), items in by_store.items():
         client, experiment_id = stores.get(target, experiment)
-        for folder, rec, parent in _create_many(items, client, experiment_id, target, report):
+        for folder, rec, parent in _create_many(items, client, experiment_id, (target, experiment), report):
             with _locked(folder):  # two syncs of one record at once would both create its run
                 _sync_run(folder, rec, parent, client, experiment_id, report)
     for folder, sweep in sweeps:
@@ -204,52 +172,95 @@ BULK_CHUNK = 128  # records a transaction on the bulk path (each record's lock i
 
 
 def _create_many(
-    items: list[tuple[Path, RunInfo, str | None]], client: Any, experiment_id: str, uri: str, report: SyncReport
+    items: list[tuple[Path, RunInfo, str | None]],
+    client: Any,
+    experiment_id: str,
+    store: tuple[str, str],
+    report: SyncReport,
 ) -> list[tuple[Path, RunInfo, str | None]]:
     """Create at once, many to a transaction (:mod:`gdexp.tracking.bulk`), the runs of the records
     the store has no trace of: what the run-by-run sync would create, without its dozen store
-    calls a run. The records left (in the store already, or every one where the store takes no
-    bulk writes) are returned for the run-by-run sync."""
+    calls a run. The records left (in the store already, every one where the store takes no bulk
+    writes, or a run whose write failed: the run-by-run sync says why) are returned.
+
+    A pipeline: a writer process of its own writes one chunk (the database's time, about half
+    the whole) while this process reads the next chunk's records and puts the last one's files
+    in place. Each record's lock is held from the lookup of its run until its files are in place."""
+    uri, experiment = store
     bulk, _ = open_bulk(client, uri, experiment_id) if len(items) > 1 else (None, None)
     if bulk is None:
         return items
     finished = finished_runs(client, experiment_id)
-    rest = []
-    for i in range(0, len(items), BULK_CHUNK):
-        chunk = items[i : i + BULK_CHUNK]
-        with ExitStack() as locks:
-            for folder, _, _ in chunk:
-                locks.enter_context(_locked(folder))
-            present = bulk.tagged("gdexp.record_id", [rec.record_id for _, rec, _ in chunk])
-            new: list[tuple[Path, RunInfo, p.FinishedRun]] = []
-            for folder, rec, parent in chunk:
-                config = rec.tags.get("gdexp.config_hash") if rec.status == "FINISHED" else None
-                if rec.record_id in present:
-                    rest.append((folder, rec, parent))
-                elif config and config in finished:
-                    _duplicate(rec, finished[config], report)
-                else:
-                    new.append((folder, rec, _whole_run(folder, rec, parent, report)))
-                    if config:
-                        finished[config] = "(this sync)"
-            for (folder, rec, run), written in zip(new, bulk.write([run for _, _, run in new])):
-                if rec.tags.get("gdexp.config_hash") and run.status == "FINISHED":
-                    finished[rec.tags["gdexp.config_hash"]] = written.run_id
-                put_artifacts(written.artifact_uri, [folder / n for n in ARTIFACTS if (folder / n).is_file()], uri)
-                report.created += 1
-                print(f"created    {rec.run_name} ({len(run.metrics)} metric points added) -> {written.run_id}")
+    # Records whose run the store has (a sync done before): looked up once here, not beside the
+    # writer (a reader of SQLite waits out each write). The writer looks each chunk up again
+    # under its locks, for a sync running beside this one.
+    ids = [rec.record_id for _, rec, _ in items]
+    present = set().union(*(bulk.tagged("gdexp.record_id", ids[i : i + 500]) for i in range(0, len(ids), 500)))
+    rest: list[tuple[Path, RunInfo, str | None]] = []
+    writer = Tracker(uri, experiment)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="gdexp-sync-writer") as feeding, ExitStack() as held:
+            landing = None
+            for i in range(0, len(items), BULK_CHUNK):
+                chunk = items[i : i + BULK_CHUNK]
+                locks = held.enter_context(ExitStack())
+                for folder, _, _ in chunk:
+                    locks.enter_context(_locked(folder))
+                new: list[tuple[Path, RunInfo, str | None, p.FinishedRun]] = []
+                for folder, rec, parent in chunk:
+                    config = rec.tags.get("gdexp.config_hash") if rec.status == "FINISHED" else None
+                    if rec.record_id in present:
+                        rest.append((folder, rec, parent))
+                    elif config and config in finished:
+                        _duplicate(rec, finished[config], report)
+                    else:
+                        new.append((folder, rec, parent, _whole_run(folder, rec, parent, report)))
+                        if config:
+                            finished[config] = "(this sync)"
+                writing = feeding.submit(writer.write_runs, [run for *_, run in new], unless="gdexp.record_id")
+                if landing is not None:
+                    _land(*landing, finished, rest, uri, report)
+                landing = (locks, new, writing)
+            if landing is not None:
+                _land(*landing, finished, rest, uri, report)
+    finally:
+        writer.close()
     return rest
+
+
+def _land(
+    locks: ExitStack,
+    new: list[tuple[Path, RunInfo, str | None, p.FinishedRun]],
+    writing: Future,
+    finished: dict[str, str],
+    rest: list[tuple[Path, RunInfo, str | None]],
+    uri: str,
+    report: SyncReport,
+) -> None:
+    """A written chunk's files put in place, then its records' locks let go; the records whose
+    run another sync made meanwhile, or whose write failed, go on to the run-by-run sync."""
+    with locks:
+        out: p.WrittenRuns = writing.result()
+        for (folder, rec, parent, run), where in zip(new, out.written):
+            if where is None:
+                rest.append((folder, rec, parent))
+                continue
+            if rec.tags.get("gdexp.config_hash") and run.status == "FINISHED":
+                finished[rec.tags["gdexp.config_hash"]] = where.run_id
+            put_artifacts(where.artifact_uri, [folder / n for n in ARTIFACTS if (folder / n).is_file()], uri)
+            report.created += 1
+            print(f"created    {rec.run_name} ({len(run.metrics)} metric points added) -> {where.run_id}")
 
 
 def _whole_run(folder: Path, rec: RunInfo, parent: str | None, report: SyncReport) -> p.FinishedRun:
     """A record as the run the run-by-run sync would make of it: its tags (under its parent),
     params, every curve and summary metric, and its status (FAILED where its job died)."""
     problems: list[str] = []
-    metrics = curves(folder, rec.curve_points, problems) + list(rec.metrics)
+    metrics = recorded_curves(folder, rec.curve_points, problems) + list(rec.metrics)
     for problem in problems:
         print(f"skipped    {problem}")
     report.skipped.extend(problems)
-    tags = dict(rec.tags)
+    tags = {**rec.tags, "gdexp.record_id": rec.record_id}
     if parent:
         tags["mlflow.parentRunId"] = tags["gdexp.sweep"] = parent
     status = rec.status if rec.status != "RUNNING" else "FAILED"
@@ -299,7 +310,7 @@ def _sync_run(
     run_id = run.info.run_id
 
     problems: list[str] = []
-    wanted = curves(folder, rec.curve_points, problems) + list(rec.metrics)
+    wanted = recorded_curves(folder, rec.curve_points, problems) + list(rec.metrics)
     for problem in problems:
         print(f"skipped    {problem}")
     report.skipped.extend(problems)

@@ -108,13 +108,29 @@ class Writer:
     def write_runs(self, op: p.WriteRuns) -> p.WrittenRuns:
         """The finished runs in one transaction of the bulk path where the store has one; else,
         or where that transaction fails (it leaves nothing behind), each run through the client."""
+        if not op.unless:
+            return self._write(op.runs)
+        have = self._tagged(op.unless, [run.tags[op.unless] for run in op.runs])
+        present = [i for i, run in enumerate(op.runs) if run.tags[op.unless] in have]
+        out = self._write([run for run in op.runs if run.tags[op.unless] not in have])
+        landed = iter(out.written)
+        written = [None if i in present else next(landed) for i in range(len(op.runs))]
+        return p.WrittenRuns(written, out.failures, present)
+
+    def _tagged(self, key: str, values: list[str]) -> set[str]:
+        """Which of ``values`` the experiment's live runs hold as their tag ``key``."""
         if self.bulk is not None:
+            return retrying(self.bulk.tagged, key, values)
+        found = (retrying(self.client.search_runs, [self.experiment_id], f"tags.`{key}` = '{v}'") for v in values)
+        return {run.data.tags[key] for runs in found for run in runs}
+
+    def _write(self, runs: list[p.FinishedRun]) -> p.WrittenRuns:
+        if self.bulk is not None and runs:
             try:
-                written = retrying(self.bulk.write, op.runs)
-                return p.WrittenRuns(written=list(written))
+                return p.WrittenRuns(written=list(retrying(self.bulk.write, runs)))
             except Exception:
                 pass  # each run on its own through the client: the one that fails says why
-        return self.write_each(op.runs)
+        return self.write_each(runs)
 
     def write_each(self, runs: list[p.FinishedRun]) -> p.WrittenRuns:
         """Each finished run in as few calls as MLflow's client allows: create (with its tags), one

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,6 +313,69 @@ def test_sigkill_inside_a_bulk_transaction_rolls_it_back_and_the_resume_writes_e
     )
     assert len(finished) == 12 and set(finished.values()) == {1}
     assert "RUNNING" not in {r.info.status for r in runs}
+
+
+FULL_DISK_CHECK = """
+import json, sys
+from collections import Counter
+from mlflow import MlflowClient
+
+client = MlflowClient(sys.argv[1])
+runs = client.search_runs([client.get_experiment_by_name("gdexp").experiment_id], max_results=5000)
+children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+files = Counter(a.path for r in children for a in client.list_artifacts(r.info.run_id))
+print(json.dumps({
+    "statuses": dict(Counter(r.info.status for r in runs)),
+    "children": len(children),
+    "configs": dict(Counter(Counter(r.data.tags["gdexp.config_hash"] for r in children).values())),
+    "config_files": files["config.yaml"],
+    "history_files": files["history.csv"],
+}))
+"""
+
+
+def test_a_disk_that_fills_mid_sweep_is_one_line_exit_1_and_a_sync_stores_the_rest(tmp_path, cli_env, store_template):
+    """The store on a 3 MB file system (a tmpfs in a mount namespace of the test's own) fills up
+    while a 199-run batched sweep writes: a bulk transaction that hits the full disk is rolled
+    back whole and not retried run by run (which would leave runs half-written); MLflow's logged
+    tracebacks are dropped; the sweep says one warning a kind and one error line, and exits 1.
+    Once there is room, gdexp-sync stores every run the store lacks: a FINISHED child for each
+    configuration, once, with its files, none RUNNING."""
+    small = tmp_path / "small"
+    small.mkdir()
+    (tmp_path / "check.py").write_text(FULL_DISK_CHECK)
+    uri = f"sqlite:///{small / 'mlflow.db'}"
+    grid = ["-m", "hydra/launcher=batched", "lr=range(0.001,0.2,0.001)", "epochs=40", "data=line_intercept"]
+    sweep = [sys.executable, "-m", "gdexp.run", *grid, f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    py = sys.executable
+    script = f"""
+set -u
+mount -t tmpfs -o size=3m tmpfs {small} || exit 90
+cp {store_template} {small / "mlflow.db"}
+{" ".join(map(repr, sweep))} > {tmp_path / "out.txt"} 2> {tmp_path / "err.txt"}
+echo $? > {tmp_path / "rc.txt"}
+{py} {tmp_path / "check.py"} {uri} > {tmp_path / "before.json"} || exit 91
+mount -o remount,size=256m {small} || exit 92
+{py} -m gdexp.sync {tmp_path / "sweep"} > {tmp_path / "sync.txt"} 2>&1 || exit 93
+{py} {tmp_path / "check.py"} {uri} > {tmp_path / "after.json"} || exit 94
+"""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=tmp_path, env=cli_env, timeout=600)
+    assert done.returncode == 0, (done.returncode, (tmp_path / "sync.txt").read_text() if done.returncode == 93 else "")
+    err = (tmp_path / "err.txt").read_text()
+    assert (tmp_path / "rc.txt").read_text().strip() == "1", err[-3000:]
+    lines = err.splitlines()
+    assert "Traceback" not in err and all(line.startswith("gdexp: ") for line in lines), err[-3000:]
+    assert len(lines) <= 3 and lines[-1].startswith("gdexp: error: "), lines
+    assert "disk is full" in lines[-1] or "No space left" in lines[-1], lines[-1]
+    assert f"`gdexp-sync {tmp_path / 'sweep'}`" in lines[-1]
+    n = int(re.search(r"training (\d+) runs", (tmp_path / "out.txt").read_text()).group(1))
+    assert n >= 199
+    before = json.loads((tmp_path / "before.json").read_text())
+    assert before["children"] < n and set(before["statuses"]) <= {"FINISHED"}, before  # nothing half-written
+    after = json.loads((tmp_path / "after.json").read_text())
+    assert after["statuses"] == {"FINISHED": n + 1}, after  # the parent and every child
+    assert after["children"] == n and after["configs"] == {"1": n}, after
+    assert after["config_files"] == after["history_files"] == n, after
 
 
 def test_two_bulk_sweeps_into_one_sqlite_store_at_once_while_a_reader_reads(tmp_path, cli_env):

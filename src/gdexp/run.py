@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -74,6 +75,21 @@ def _report_failures() -> None:
     sys.exit(2 if bad_input else 1)
 
 
+def _report_unstored() -> None:
+    """Runs that trained but did not reach MLflow (a full disk, a store gone): one line, exit 1.
+    Their records keep every value, and say how to store them once the store takes writes."""
+    unstored = SESSION.unstored
+    folder = SESSION.sweeps[-1].folder if SESSION.sweeps else Path("outputs")
+    what = "1 MLflow write" if len(unstored) == 1 else f"{len(unstored)} MLflow writes"
+    say(
+        "gdexp",
+        f"{what} failed, the first: {unstored[0]}; the runs' records keep everything: "
+        f"`gdexp-sync {folder}` stores what is missing once the store takes writes again",
+    )
+    SESSION.close_writers()
+    sys.exit(1)
+
+
 def main() -> None:
     """The console script: Hydra's errors and ours become one line and a non-zero exit, and SIGINT
     or SIGTERM at any instant ends every run KILLED (exit 128 + N)."""
@@ -89,6 +105,8 @@ def main() -> None:
         _hydra_main()
         if SESSION.failures:
             _report_failures()
+        if SESSION.unstored:
+            _report_unstored()
     except RunInterrupted as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -62,6 +62,7 @@ class Session:
     def __init__(self) -> None:
         self.failures: list[JobFailure] = []
         self.skipped: list[str] = []  # run names of jobs found FINISHED already
+        self.unstored: list[str] = []  # MLflow writes that failed: their records keep them for a sync
         self.sweeps: list[OpenSweep] = []
         self.task_started = False
         self.writers: dict[tuple[str, str], Closable] = {}  # (uri, experiment) -> its writer process
@@ -76,6 +77,7 @@ class Session:
         costs seconds, and a notebook's next call uses the same store."""
         self.failures.clear()
         self.skipped.clear()
+        self.unstored.clear()
         self.sweeps.clear()
         self.task_started = False
         self.release_folders()

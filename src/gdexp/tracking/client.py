@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -107,7 +108,7 @@ class Tracker:
         except (EOFError, OSError):
             raise TrackingError(f"tracking.uri={self.shown_uri}: the MLflow writer is gone ({name})") from None
         if reply.failure:
-            warn(f"an MLflow write failed: {reply.failure}")
+            warn_failures([reply.failure])
         if reply.error is not None:
             raise TrackingError(f"tracking.uri={self.shown_uri}: {reply.error}")
         return reply.value
@@ -292,6 +293,12 @@ class WriterPool:
 
 
 def warn_failures(failures: list[str]) -> None:
-    """Say on stderr which MLflow writes failed (their records keep everything for gdexp.sync)."""
+    """Note the MLflow writes that failed (their records keep everything for ``gdexp-sync``),
+    and say on stderr the first of each kind: a full disk fails every run after it the same way,
+    and its one line is enough. The command's last line counts them (``SESSION.unstored``)."""
     for failure in failures:
-        warn(f"an MLflow write failed: {failure}")
+        SESSION.unstored.append(failure)
+        kind = re.sub(r"^\[[^\]]*\] |'[^']*'", "", failure)  # the run's name and the paths aside
+        if kind not in SESSION.said:
+            SESSION.said.add(kind)
+            warn(f"an MLflow write failed: {failure}")

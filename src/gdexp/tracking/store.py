@@ -169,12 +169,23 @@ def _leftover_migration(uri: str, err: BaseException) -> bool:
     return bool(names)
 
 
-class _LockedNoise(logging.Filter):
-    """Drops MLflow's log record of a SQLite lock error, which :func:`retrying` waits out."""
+class _RaisedNoise(logging.Filter):
+    """Drops MLflow's log record of a database error it then raises: gdexp says what it raises,
+    once (a lock :func:`retrying` waits out; a full disk, one line for the whole sweep), not as
+    a traceback a write."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or "database is locked" not in str(error)
+        return not record.exc_info
+
+
+def out_of_room(err: BaseException | str) -> bool:
+    """Whether an error says the store's storage takes no more writes: a full disk or a
+    read-only one. Writing run by run after it would leave half-written runs."""
+    text = str(err).lower()
+    return any(
+        sign in text
+        for sign in ("disk is full", "no space left", "errno 28", "readonly database", "read-only file system")
+    )
 
 
 def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
@@ -187,11 +198,11 @@ def _open_store(uri: str, experiment: str) -> tuple[Any, str]:
 
     for name in ("mlflow", "alembic"):  # store migrations log at INFO: not the user's business
         logging.getLogger(name).setLevel(logging.WARNING)
-    # MLflow logs every "database is locked" with its traceback before raising it; gdexp waits
-    # those out (retrying), so a store another process holds for a while is not a wall of errors.
+    # MLflow logs every database error with its traceback before raising it: a store another
+    # process holds for a while (retrying waits it out) or a full disk would be a wall of errors.
     sessions = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _LockedNoise) for f in sessions.filters):
-        sessions.addFilter(_LockedNoise())
+    if not any(isinstance(f, _RaisedNoise) for f in sessions.filters):
+        sessions.addFilter(_RaisedNoise())
 
     try:
         with first_open_lock(uri):

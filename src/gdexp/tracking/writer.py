@@ -30,6 +30,7 @@ from gdexp.tracking.store import (
     finished_runs,
     first_line,
     log_whole,
+    out_of_room,
     put_artifacts,
     retrying,
 )
@@ -128,8 +129,11 @@ class Writer:
         if self.bulk is not None and runs:
             try:
                 return p.WrittenRuns(written=list(retrying(self.bulk.write, runs)))
-            except Exception:
-                pass  # each run on its own through the client: the one that fails says why
+            except Exception as err:
+                if out_of_room(err):  # run by run, each would be left half-written
+                    why = f"{type(err).__name__}: {first_line(err)}"
+                    return p.WrittenRuns([None] * len(runs), [f"[{run.name}] {why}" for run in runs])
+                # else each run on its own through the client: the one that fails says why
         return self.write_each(runs)
 
     def write_each(self, runs: list[p.FinishedRun]) -> p.WrittenRuns:

@@ -111,6 +111,89 @@ def test_gdexp_ui_says_what_is_wrong_in_one_line(tmp_path, cli_env):
     assert bad.returncode == 2 and bad.stderr == f"gdexp-ui: error: argument --port: {allowed}\n"
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_sigkilled_gdexp_ui_takes_mlflows_server_and_its_workers_with_it(host, tmp_path, cli_env):
+    """``kill -9`` runs no clean-up in gdexp-ui: its guard process sees it gone and ends the
+    server's process group, workers included. On 0.0.0.0 gdexp-ui first says the store is open
+    to the network."""
+    import psutil
+
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.ui", "--port", str(port), "--host", host],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ui_lines(ui, "(Ctrl-C stops it)")
+        group = next(c.pid for c in psutil.Process(ui.pid).children() if "mlflow" in " ".join(c.cmdline()))
+        served = [p for p in psutil.process_iter() if _group_of(p) == group]
+        assert len(served) >= 2, served  # the server and its workers
+        ui.kill()
+        ui.wait(30)
+        gone = time.monotonic() + 30
+        while time.monotonic() < gone and any(_group_of(p) == group for p in psutil.process_iter()):
+            time.sleep(0.5)
+        assert [p.pid for p in psutil.process_iter() if _group_of(p) == group] == []
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        ui.kill()
+        err = ui.stderr.read()
+    network = "the store is open to every machine that reaches this one"
+    assert (network in err) == (host == "0.0.0.0"), err
+
+
+@pytest.mark.parametrize("store", ["http", "postgresql"])
+def test_gdexp_ui_on_a_store_that_does_not_answer_is_one_line_at_once(store, tmp_path, cli_env):
+    """A tracking server that is down, a database port nobody listens on: one line, exit 2,
+    within seconds (it hung, or printed MLflow's retries for 110 s)."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}" if store == "http" else f"postgresql://u:pw@127.0.0.1:{port}/mlflow"
+    start = time.monotonic()
+    result = gdexp(["--tracking-uri", uri, "--port", str(free_port())], tmp_path, cli_env, module="gdexp.ui")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("gdexp-ui: error: tracking.uri=") and "pw@" not in lines[0]
+    assert time.monotonic() - start < 30
+
+
+def test_gdexp_ui_stops_when_its_store_is_deleted_and_makes_no_new_one(tmp_path, cli_env):
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ui_lines(ui, "(Ctrl-C stops it)")
+        (tmp_path / "mlflow.db").unlink()
+        out, err = ui.communicate(timeout=60)
+    finally:
+        ui.kill()
+    assert ui.returncode == 1, err
+    assert err.strip().splitlines() == [
+        f"gdexp-ui: error: --tracking-uri=sqlite:///{tmp_path / 'mlflow.db'}: the store was deleted or replaced "
+        "while served; stopped, so that MLflow's server makes no new empty store there"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _group_of(process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def test_the_quickstart_notebook_runs_on_a_real_kernel(tmp_path, cli_env, monkeypatch):
     import nbclient
     import nbformat

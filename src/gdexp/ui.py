@@ -10,6 +10,7 @@ A tracking server is its own UI: the links are printed and nothing is started. C
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from gdexp.commandline import OneLineParser, user_errors
-from gdexp.errors import UserError
+from gdexp.errors import UserError, warn
 from gdexp.tracking.links import DEFAULT_UI_HOST, DEFAULT_UI_PORT, run_link, runs_link, ui_base
+from gdexp.tracking.store import check_reachable
 from gdexp.tracking.uri import masked, resolve_uri
 
 KIND_TAG = "mlflow.experimentKind"
@@ -96,6 +98,26 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _store_file(uri: str) -> tuple[int, int] | None:
+    """A SQLite store's file as (device, inode); None for another store or no file."""
+    try:
+        found = os.stat(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino) if found else None
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this machine's loopback only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
 def start_server(uri: str, host: str, port: int, log: Any) -> subprocess.Popen[bytes]:
     """MLflow's server on ``uri``; artifacts the UI creates go beside a SQLite store."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
@@ -141,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     uri = resolve_uri(args.tracking_uri, Path.cwd())  # resolved once: every step below is given it
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
+        check_reachable(uri, timeout=5, write=False)  # a line now, not MLflow's minutes of retries
     if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
         base = ui_base(uri)
         print(f"gdexp-ui: {masked(uri)} is a tracking server: its UI is {base}")
@@ -159,6 +183,12 @@ def _serve(args: argparse.Namespace) -> None:
     with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
         process = start_server(uri, args.host, args.port, log)
+    # however this process ends (a kill -9 runs no finally), the guard ends the server with it
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.guard", str(os.getpid()), str(process.pid)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     stopping: list[float] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -173,17 +203,31 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         wait_until_up(process, base, log_path)
         print(f"gdexp-ui: MLflow's UI for {masked(uri)} on {base} (Ctrl-C stops it)", flush=True)
+        if not _loopback(args.host):
+            warn(
+                f"--host {args.host}: the store is open to every machine that reaches this one on port "
+                f"{args.port}; MLflow's server asks no login, so they can read, change and delete runs"
+            )
         for line in links(base, args.experiment, *found):
             print(line, flush=True)
+        store = _store_file(uri)
         while process.poll() is None:
             if stopping and time.monotonic() - stopping[0] > 10:
                 os.killpg(process.pid, signal.SIGKILL)  # the server's graceful end took too long
+            if store and not stopping and _store_file(uri) != store:
+                raise UIError(
+                    f"--tracking-uri={masked(uri)}: the store was deleted or replaced while served; stopped, "
+                    "so that MLflow's server makes no new empty store there",
+                    1,
+                )
             time.sleep(0.2)
     except UIError:
         if not stopping:
             raise
     finally:
         stop(process)
+        guard.kill()
+        guard.wait()
     if not stopping:
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
         raise UIError(f"MLflow's server exited ({process.returncode}): {lines[-1] if lines else ''}", 1)

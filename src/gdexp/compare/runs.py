@@ -16,6 +16,7 @@ import pandas as pd
 from gdexp.errors import UserError
 from gdexp.tracking.bulk import read_runs, sql_store
 from gdexp.tracking.record import SUPERSEDED_TAG
+from gdexp.tracking.store import check_reachable
 from gdexp.tracking.uri import masked, resolve_uri
 
 
@@ -40,6 +41,7 @@ def _client(uri: str | None) -> Any:
             f"--tracking-uri={masked(resolved)}: no MLflow store there; allowed: the directory a sweep ran in, "
             "or --tracking-uri / MLFLOW_TRACKING_URI naming its store"
         )
+    check_reachable(resolved, timeout=5, write=False)  # a line now, not MLflow's minutes of retries
     return MlflowClient(resolved)
 
 

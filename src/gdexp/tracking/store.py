@@ -19,11 +19,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
-from urllib.request import url2pathname
+from urllib.request import pathname2url, url2pathname
 
 from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, mask_text, masked
 
@@ -59,8 +59,9 @@ def _health_request(uri: str) -> urllib.request.Request:
     return request
 
 
-def check_reachable(uri: str, timeout: float = 10) -> None:
-    """A :class:`TrackingError` unless the server answers ``/health`` or the SQLite folder is writable."""
+def check_reachable(uri: str, timeout: float = 10, write: bool = True) -> None:
+    """A :class:`TrackingError` unless the server answers ``/health``, the database takes a
+    connection, or the SQLite file is a database in a folder gdexp can write (``write``) or read."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(_health_request(uri), timeout=timeout) as reply:
@@ -85,7 +86,7 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
         _probe_database(uri, timeout)
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
-        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK if write else os.R_OK):
             raise TrackingError(
                 f"tracking.uri={masked(uri)}: the folder {path.parent} does not exist or is not "
                 f"writable; allowed: {TRACKING_ALLOWED}"
@@ -95,6 +96,19 @@ def check_reachable(uri: str, timeout: float = 10) -> None:
                 f"tracking.uri={masked(uri)}: {path} is a {'folder' if path.is_dir() else 'special file'}, "
                 f"not a database file; allowed: {TRACKING_ALLOWED}"
             )
+        if path.is_file():
+            _probe_sqlite(uri, path)
+
+
+def _probe_sqlite(uri: str, path: Path) -> None:
+    """The file is a SQLite database (MLflow would say so in a traceback, or make tables in it)."""
+    try:
+        with closing(sqlite3.connect(f"file:{pathname2url(str(path))}?mode=ro", uri=True, timeout=30)) as db:
+            db.execute("pragma schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(
+            f"tracking.uri={masked(uri)}: {path} is not a SQLite database ({err}); allowed: {TRACKING_ALLOWED}"
+        ) from None
 
 
 def _probe_database(uri: str, timeout: float) -> None:

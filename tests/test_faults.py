@@ -234,6 +234,39 @@ def test_sigkill_at_any_instant_never_tears_a_record_and_resume_and_sync_agree(t
     assert parents <= {"FINISHED", "KILLED"}
 
 
+def test_the_resume_of_a_sigkilled_sweep_ends_what_it_left_running_without_a_sync(tmp_path, cli_env):
+    """A joblib sweep (its runs are RUNNING in MLflow while they train) is SIGKILLed, workers and
+    all; the same command with tracking.skip_finished=true, and no gdexp-sync, first ends what
+    the dead sweep left open (it says so in one line), then runs what did not finish: every
+    configuration one FINISHED run, nothing RUNNING, the one parent FINISHED."""
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    grid = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "lr=0.01,0.02,0.03", "optimizer=sgd,adam"]
+    grid += ["epochs=3000", "engine=autograd", "tracking.flush_seconds=0.2"]
+    sweep = start_gdexp([*grid, f"hydra.sweep.dir={tmp_path / 'killed'}"], tmp_path, cli_env, start_new_session=True)
+    try:
+        assert wait_until(lambda: Counter(r.info.status for r in all_runs(uri))["RUNNING"] >= 3, timeout=180)
+        os.killpg(sweep.pid, signal.SIGKILL)  # a lost node: nothing runs a clean-up
+        sweep.communicate(timeout=60)
+    finally:
+        sweep.kill()
+    assert Counter(r.info.status for r in all_runs(uri))["RUNNING"] >= 3  # the parent and runs in flight
+    resumed = gdexp(
+        [*grid, "tracking.skip_finished=true", f"hydra.sweep.dir={tmp_path / 'resumed'}"], tmp_path, cli_env
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"gdexp: closed first what the killed sweep in {tmp_path / 'killed'} left open: " in resumed.stderr
+    runs = all_runs(uri)
+    assert "RUNNING" not in {r.info.status for r in runs}, Counter(r.info.status for r in runs)
+    finished = Counter(
+        r.data.tags["gdexp.config_hash"]
+        for r in runs
+        if r.info.status == "FINISHED" and "gdexp.config_hash" in r.data.tags
+    )
+    assert len(finished) == 6 and set(finished.values()) == {1}
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+
+
 # --------------------------------------------------------------------------- two processes, one store
 
 
@@ -560,6 +593,32 @@ def test_gdexp_compare_where_there_is_no_store_makes_none(tmp_path, cli_env):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "no MLflow store there" in lines[0], result.stderr
     assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("store", ["not a database", "refused port", "no such database"])
+def test_gdexp_compare_on_a_store_it_cannot_read_is_one_line_at_once(store, tmp_path, cli_env, request):
+    """An ``mlflow.db`` that is not SQLite, a PostgreSQL port nobody listens on, a database that
+    does not exist: one line naming the store, exit 2, within seconds (MLflow's client retries
+    an unreachable database for minutes, then prints a traceback)."""
+    from servers import free_port
+
+    if store == "not a database":
+        (tmp_path / "mlflow.db").write_text("id,loss\n1,0.5\n")
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    elif store == "refused port":
+        uri = f"postgresql://gdexp:pw@127.0.0.1:{free_port()}/mlflow"
+    else:
+        postgres = request.getfixturevalue("postgres")
+        uri = f"postgresql+psycopg2://postgres@127.0.0.1:{postgres.port}/no_such_database"
+    start = time.monotonic()
+    result = gdexp(["table", "--tracking-uri", uri], tmp_path, cli_env, module="gdexp.compare")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("gdexp-compare: error: tracking.uri=") and "pw@" not in lines[0], lines
+    assert time.monotonic() - start < 60
+    if store == "not a database":
+        assert "is not a SQLite database" in lines[0]
+        assert (tmp_path / "mlflow.db").read_text() == "id,loss\n1,0.5\n"  # no tables made in it
 
 
 # --------------------------------------------------------------------------- secrets

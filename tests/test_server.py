@@ -106,6 +106,22 @@ def test_postgresql_tracking_uri_directly(postgres, tmp_path, cli_env):
     )
 
 
+def test_a_batched_sweep_with_a_long_name_into_postgresql_directly(postgres, tmp_path, cli_env):
+    """A 60-value grid's parent name is longer than MLflow's runs.name column (250 characters):
+    SQLite takes it, PostgreSQL refused it and the sweep failed at its parent. Names are cut to
+    250 with an ellipsis; the overrides tag keeps every value; the runs go in by the bulk path."""
+    lrs = ",".join(f"{0.001 * k:.4f}" for k in range(1, 61))
+    grid = ["-m", "hydra/launcher=batched", f"lr={lrs}", "bias=true,false", "epochs=10", f"tracking.uri={postgres.uri}"]
+    result = gdexp(grid, tmp_path, cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = all_runs(postgres.uri)
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep" and lrs in r.data.tags["gdexp.overrides"]]
+    assert len(parent.info.run_name) == 250 and parent.info.run_name.endswith("\u2026")
+    assert parent.data.tags["mlflow.runName"] == parent.info.run_name and parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 120 and {r.info.status for r in children} == {"FINISHED"}
+
+
 def _log_new_datasets(uri: str) -> int:
     """One process's 20 runs, each logging a dataset the store has not seen: how many failed."""
     from gdexp.tracking import protocol as p

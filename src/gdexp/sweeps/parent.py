@@ -9,6 +9,8 @@ go through it; the session lists the sweeps this process opened.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 
@@ -70,6 +72,7 @@ class SweepRun:
     ) -> None:
         found = tracker.find_runs(f"tags.`gdexp.{kind}` = '{key}' and tags.`gdexp.role` = 'sweep'")
         if found and (study_key or resume):
+            self._close_dead(tracker.run_tags(found[0]).get("gdexp.sweep_dir"))
             self.reopen(found[0])
         else:
             if found:
@@ -95,6 +98,25 @@ class SweepRun:
         kind = "study" if study_key else "sweep"
         name = f"{kind} " + (" ".join(shown_overrides(every)) or "default")
         return name, tags, sweep_params(masked_overrides(every))
+
+    def _close_dead(self, folder: str | None) -> None:
+        """Before a sweep is continued: if the command that ran it last was killed (SIGKILL, a
+        lost node) and left it open, end what it left: its records still RUNNING become KILLED
+        and the folder is replayed into the store, as ``gdexp-sync`` would (runs it trained and
+        did not store are stored, runs it left RUNNING ended). A command still alive is left
+        alone, as is a sweep recorded on another machine (nobody here can tell)."""
+        if not folder or not (Path(folder) / SWEEP_FILE).is_file():
+            return
+        try:
+            record = SweepInfo.load(Path(folder) / SWEEP_FILE)
+        except DamagedRecord:
+            return
+        if record.status != "RUNNING" or not process_gone(record.host, record.pid):
+            return
+        mark_killed(Path(folder))
+        with contextlib.redirect_stdout(io.StringIO()):  # its line a record: one line here instead
+            report = sync(Path(folder))
+        print(f"gdexp: closed first what the killed sweep in {folder} left open: {report.counts()}", file=sys.stderr)
 
     def reopen(self, run_id: str) -> None:
         """Continue an earlier command's parent: RUNNING again, pointing at this sweep directory."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gdexp.tracking import protocol as p
+from gdexp.tracking.tags import fit_run_name
 
 CONTEXT_TAG = ("mlflow.data.context", "training")
 
@@ -217,11 +218,12 @@ class BulkWriter:
                 run_id = uuid.uuid4().hex
                 artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
                 tags = dict(run.tags)
-                tags.setdefault("mlflow.runName", run.name)
+                name = fit_run_name(run.name)
+                tags.setdefault("mlflow.runName", name)
                 tables[SqlRun].append(
                     {
                         "run_uuid": run_id,
-                        "name": run.name,
+                        "name": name,
                         "artifact_uri": artifact_uri,
                         "experiment_id": int(self.experiment_id),
                         "source_type": "UNKNOWN",

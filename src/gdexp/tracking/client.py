@@ -140,6 +140,10 @@ class Tracker:
         """The ids of the experiment's runs matching an MLflow filter, newest first."""
         return self.call(p.FindRuns(filter_string))
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags."""
+        return self.call(p.RunTags(run_id))
+
     def reopen_run(self, run_id: str) -> None:
         """RUNNING again: a study's parent run, continued."""
         self.call(p.ReopenRun(run_id))

@@ -93,6 +93,14 @@ class FindFinished(Op):
 
 
 @dataclass(frozen=True)
+class RunTags(Op):
+    """Answers a run's tags."""
+
+    answered: ClassVar[bool] = True
+    run_id: str
+
+
+@dataclass(frozen=True)
 class FindRuns(Op):
     """Answers the ids of the experiment's runs that match an MLflow filter, newest first."""
 

@@ -10,6 +10,15 @@ from pathlib import Path
 from gdexp.tracking.uri import mask_text
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+RUN_NAME_MOST = 250  # MLflow's runs.name column: SQLite takes longer names, PostgreSQL and MySQL refuse them
+
+
+def fit_run_name(name: str) -> str:
+    """A run name every database of MLflow's takes: at most 250 characters, a longer one cut with
+    an ellipsis (a 50-value sweep's parent name is longer; its tags keep every override)."""
+    return name if len(name) <= RUN_NAME_MOST else name[: RUN_NAME_MOST - 1] + "\u2026"
+
+
 _GIT_COMMIT: list[str | None] = []
 
 

@@ -34,6 +34,7 @@ from gdexp.tracking.store import (
     put_artifacts,
     retrying,
 )
+from gdexp.tracking.tags import fit_run_name
 from gdexp.tracking.uri import TrackingError
 
 
@@ -57,6 +58,7 @@ class Writer:
             p.FindFinished: self.find_finished,
             p.FinishedRuns: self.finished_runs,
             p.FindRuns: self.find_runs,
+            p.RunTags: self.run_tags,
             p.ReopenRun: self.reopen_run,
             p.WriteRuns: self.write_runs,
             p.StoreFiles: self.store_files,
@@ -66,7 +68,11 @@ class Writer:
 
     def start_run(self, op: p.StartRun) -> str:
         run = retrying(
-            self.client.create_run, self.experiment_id, run_name=op.name, tags=op.tags, start_time=op.start_time
+            self.client.create_run,
+            self.experiment_id,
+            run_name=fit_run_name(op.name),
+            tags=op.tags,
+            start_time=op.start_time,
         )
         self.open_runs.add(run.info.run_id)
         log_whole(self.client, run.info.run_id, params=op.params)
@@ -98,6 +104,9 @@ class Writer:
             self.client.search_runs, [self.experiment_id], op.filter, order_by=["attributes.start_time DESC"]
         )
         return [r.info.run_id for r in runs]
+
+    def run_tags(self, op: p.RunTags) -> dict[str, str]:
+        return dict(retrying(self.client.get_run, op.run_id).data.tags)
 
     def reopen_run(self, op: p.ReopenRun) -> None:
         retrying(self.client.update_run, op.run_id, status="RUNNING")
@@ -147,7 +156,7 @@ class Writer:
                 created = retrying(
                     self.client.create_run,
                     self.experiment_id,
-                    run_name=run.name,
+                    run_name=fit_run_name(run.name),
                     tags=run.tags,
                     start_time=run.start_time,
                 )

@@ -26,7 +26,7 @@ from gdexp.tracking.uri import TRACKING_ALLOWED, TrackingError, masked
 class Tracker:
     """The main process's end of a writer, one per (tracking URI, experiment) and process."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, files_only: bool = False):
         self.uri, self.experiment = uri, experiment
         # A plain subprocess on a socket pair, not multiprocessing: it works the same from a
         # launcher's worker processes (loky, submitit), whatever start method they use.
@@ -35,7 +35,8 @@ class Tracker:
         # 0400), not on the command line, which every user of the machine sees (ps): it may hold
         # credentials. The command line shows it masked.
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "gdexp.tracking.writer", str(theirs.fileno()), masked(uri), experiment],
+            [sys.executable, "-m", "gdexp.tracking.writer", str(theirs.fileno()), masked(uri), experiment]
+            + (["--files"] if files_only else []),
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env={**os.environ, WRITER_URI: uri},
@@ -211,7 +212,8 @@ class WriterPool:
     def __init__(self, uri: str, experiment: str, size: int):
         SESSION.pools.append(self)  # a sweep's launches share it; the sweep's end closes it
         stores = max(1, size - 1) if size >= 2 else 1
-        self.own = [Tracker(uri, experiment) for _ in range(max(1, size) - 1)]
+        # the file writer opens no store (StoreFiles needs none): MLflow's client is 180 MB a process
+        self.own = [Tracker(uri, experiment, files_only=i >= stores - 1) for i in range(max(1, size) - 1)]
         self.stores = [Tracker.get(uri, experiment), *self.own[: stores - 1]]
         self.artifacts = self.own[stores - 1 :]
         self.runs: queue.Queue = queue.Queue()

@@ -262,8 +262,11 @@ class Writer:
         self.open_runs.discard(run_id)
 
 
-def main(fd: int, uri: str, experiment: str) -> None:
-    """The writer process: open the store, say so, serve."""
+def main(fd: int, uri: str, experiment: str, files_only: bool = False) -> None:
+    """The writer process: open the store, say so, serve. A pool's file writer (``files_only``)
+    opens no store: it puts runs' files in their artifact locations, reached from each run's
+    artifact URI, and notes their ids in their records; MLflow is imported only for a location
+    that is not local (its client costs a process about 180 MB)."""
     # The main process decides when runs end; a Ctrl-C or SIGTERM to the process group must not
     # cut a write in half. When the main process is gone, recv() raises EOFError.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -275,6 +278,13 @@ def main(fd: int, uri: str, experiment: str) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
     conn = Connection(fd)
+    if files_only:
+        try:
+            conn.send(p.Ready(experiment_id=""))
+        except OSError:
+            return
+        Writer(conn, uri, None, "").serve()
+        return
     try:
         client, experiment_id = connect(uri, experiment)
     except TrackingError as err:
@@ -294,4 +304,4 @@ def main(fd: int, uri: str, experiment: str) -> None:
 
 if __name__ == "__main__":
     # the URI from the environment (credentials and all); the command line shows it masked
-    main(int(sys.argv[1]), os.environ.pop(p.WRITER_URI, sys.argv[2]), sys.argv[3])
+    main(int(sys.argv[1]), os.environ.pop(p.WRITER_URI, sys.argv[2]), sys.argv[3], "--files" in sys.argv[4:])

@@ -111,6 +111,7 @@ def test_a_signal_mid_population_records_every_member_killed_with_its_curve(sig,
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "Traceback" not in out + err
+    assert "the same command with tracking.skip_finished=true runs only what did not finish" in err
     runs = all_runs(uri)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]

@@ -97,6 +97,9 @@ def test_a_batched_study_finds_the_optimal_learning_rate_and_repeats_itself(here
     assert found.best_params["lr"] == pytest.approx(2 / 17, rel=0.15) and lr_optimal == pytest.approx(2 / 17)
     # Five batches of eight, each trained as one population.
     assert out.count("gdexp batched: 8 runs in 1 population(s)") == 5
+    # The last line says where the best lr sits against the theory.
+    last = [line for line in out.splitlines() if line.startswith("gdexp search: study")][-1]
+    assert last.endswith(f"(trial {found.best_trial.number}); lr_optimal 0.1176, diverges above 0.1198"), last
     # Every trial is a child run of the study's parent, tagged with its number and the study.
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     parent = client.get_run(df.attrs["parent_run_id"])

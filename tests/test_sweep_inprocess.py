@@ -51,3 +51,20 @@ def test_a_batched_sweep_in_process_is_tracked_recorded_reported_and_synced(argv
 
     sync_main([str(tmp_path / "sweep")])
     assert capsys.readouterr().out.strip().splitlines()[-1] == "0 created, 0 completed, 4 up to date"
+
+
+def test_the_summary_and_the_search_say_where_the_lrs_sit_against_the_theory(argv, tmp_path, capsys):
+    argv("-m", "hydra/launcher=batched", "lr=0.05,0.118,0.2", "bias=true", "epochs=20", "data=line_intercept")
+    entry.main()
+    out = capsys.readouterr().out
+    assert (
+        "  theory: lr_optimal 0.1176, diverges above lr_max_stable 0.1198 (plain gradient descent); "
+        "the lrs swept: 1 below lr_optimal, 1 between the two, 1 above\n"
+    ) in out
+    GlobalHydra.instance().clear()
+    argv("-m", "hydra/launcher=batched", "lr=0.01,0.1", "bias=true,false", "epochs=20", "data=line_intercept")
+    entry.main()
+    out = capsys.readouterr().out
+    assert (
+        "  theory: lr_optimal 0.06667 to 0.1176, lr_max_stable 0.1198 to 0.1333 across the runs' data and bias\n" in out
+    )

@@ -110,7 +110,9 @@ def main() -> None:
     except RunInterrupted as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(f"gdexp: interrupted by {err}; what ran so far is recorded as KILLED", file=sys.stderr)
+        resume = "; the same command with tracking.skip_finished=true runs only what did not finish"
+        said = f"gdexp: interrupted by {err}; what ran so far is recorded as KILLED"
+        print(said + (resume if SESSION.sweeps else ""), file=sys.stderr)
         SESSION.close_writers()
         close_sweeps()
         # Everything is recorded: leave without the exit hooks of parallel launchers, whose workers

@@ -64,6 +64,9 @@ def ask(study: Study, space: search.Space) -> Trial:
     return trial
 
 
+THEORY = ("lr_optimal", "lr_max_stable")  # plain gradient descent's theory, on every run's summary
+
+
 def tell(study: Study, trial: Trial, value: dict[str, Any] | None, objective: str) -> str:
     """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
     from optuna.trial import TrialState
@@ -72,6 +75,9 @@ def tell(study: Study, trial: Trial, value: dict[str, Any] | None, objective: st
     number = (value or {}).get(objective)
     if value and value.get("run_id"):
         trial.set_user_attr("gdexp.run_id", value["run_id"])
+    for theory in THEORY:  # the search's last line says where its best lr sits against them
+        if isinstance((value or {}).get(theory), (int, float)) and math.isfinite(value[theory]):
+            trial.set_user_attr(theory, float(value[theory]))
     if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
         study.tell(trial, float(number))
         return "complete"
@@ -128,7 +134,11 @@ def _say_best(study: Study, objective: str) -> str:
     if trial is None:
         return "no complete trial yet"
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    return f"best {objective} {trial.value:.4g} at {shown} (trial {trial.number})"
+    said = f"best {objective} {trial.value:.4g} at {shown} (trial {trial.number})"
+    optimal, stable = (trial.user_attrs.get(t) for t in THEORY)
+    if "lr" in trial.params and optimal and stable:
+        said += f"; lr_optimal {optimal:.4g}, diverges above {stable:.4g}"
+    return said
 
 
 def _description(study: Study, space: search.Space, settings: search.Settings) -> str:

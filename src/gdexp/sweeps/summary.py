@@ -37,6 +37,13 @@ def sweep_params(overrides: list[str]) -> dict[str, str]:
     return {k: v[:6000] for k, v in out.items() if k != "tracking.uri"}
 
 
+def _number(text: Any) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
+
+
 def _search_space(override: Any) -> bool:
     """``choice(...)``, as typed for a search, rather than a grid's ``a,b``."""
     return not getattr(override.value(), "simple_form", True)
@@ -93,6 +100,29 @@ class SweepOutcome:
         if best:
             out["best_final_loss"] = self.value(best[0], "final_loss")
         return out
+
+    def theory(self) -> str | None:
+        """Where the sweep's learning rates sit against plain gradient descent's theory on its
+        data: ``lr_optimal`` (the fastest contraction) and ``lr_max_stable`` (above it, the
+        iteration diverges). One line where the runs share them; a range where data or bias vary."""
+        pairs = {(self.value(r, "lr_optimal"), self.value(r, "lr_max_stable")) for r in self.runs}
+        pairs = {pair for pair in pairs if all(math.isfinite(v) and v > 0 for v in pair)}
+        if len(pairs) != 1:
+            if not pairs:
+                return None
+            optimal, stable = [sorted(v[i] for v in pairs) for i in (0, 1)]
+            return (
+                f"theory: lr_optimal {optimal[0]:.4g} to {optimal[-1]:.4g}, lr_max_stable {stable[0]:.4g} to "
+                f"{stable[-1]:.4g} across the runs' data and bias"
+            )
+        optimal, stable = pairs.pop()
+        lrs = sorted({float(r.params["lr"]) for r in self.runs if _number(r.params.get("lr"))})
+        where = [sum(lr < optimal for lr in lrs), sum(optimal <= lr <= stable for lr in lrs)]
+        where.append(len(lrs) - sum(where))
+        line = f"theory: lr_optimal {optimal:.4g}, diverges above lr_max_stable {stable:.4g} (plain gradient descent)"
+        if lrs:
+            line += f"; the lrs swept: {where[0]} below lr_optimal, {where[1]} between the two, {where[2]} above"
+        return line
 
     def counts_text(self) -> str:
         return ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in self.counts().items()) or "no runs"
@@ -151,6 +181,8 @@ def print_sweep_summary(
         print(f"  best {len(best)} by final loss:")
         for row in rows:
             print("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if theory := outcome.theory():
+        print(f"  {theory}")
     print(f"  outputs: {shown_path(folder)} (a directory per job: " + JOB_FILES[loss_curves] + ")")
     if link:
         print(f"  open it: {link}" + (" (with `gdexp-ui` running)" if local_store else ""))

@@ -76,8 +76,9 @@ def tell(study: Study, trial: Trial, value: dict[str, Any] | None, objective: st
     if value and value.get("run_id"):
         trial.set_user_attr("gdexp.run_id", value["run_id"])
     for theory in THEORY:  # the search's last line says where its best lr sits against them
-        if isinstance((value or {}).get(theory), (int, float)) and math.isfinite(value[theory]):
-            trial.set_user_attr(theory, float(value[theory]))
+        said = (value or {}).get(theory)
+        if isinstance(said, (int, float)) and math.isfinite(said):
+            trial.set_user_attr(theory, float(said))
     if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
         study.tell(trial, float(number))
         return "complete"

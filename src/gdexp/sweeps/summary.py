@@ -110,10 +110,10 @@ class SweepOutcome:
         if len(pairs) != 1:
             if not pairs:
                 return None
-            optimal, stable = [sorted(v[i] for v in pairs) for i in (0, 1)]
+            optimals, stables = [sorted(v[i] for v in pairs) for i in (0, 1)]
             return (
-                f"theory: lr_optimal {optimal[0]:.4g} to {optimal[-1]:.4g}, lr_max_stable {stable[0]:.4g} to "
-                f"{stable[-1]:.4g} across the runs' data and bias"
+                f"theory: lr_optimal {optimals[0]:.4g} to {optimals[-1]:.4g}, lr_max_stable {stables[0]:.4g} to "
+                f"{stables[-1]:.4g} across the runs' data and bias"
             )
         optimal, stable = pairs.pop()
         lrs = sorted({float(r.params["lr"]) for r in self.runs if _number(r.params.get("lr"))})

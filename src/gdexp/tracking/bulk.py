@@ -112,12 +112,12 @@ def read_runs(store: Any, experiment_id: str, tag: tuple[str, str] | None) -> Ru
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
 
     run, tags = SqlRun.__table__.c, SqlTag.__table__.c
-    chosen = sa.select(run.run_uuid).where(run.experiment_id == int(experiment_id), run.lifecycle_stage == "active")
+    live = sa.select(run.run_uuid).where(run.experiment_id == int(experiment_id), run.lifecycle_stage == "active")
     if tag is not None:
-        chosen = chosen.join(SqlTag.__table__, tags.run_uuid == run.run_uuid).where(
+        live = live.join(SqlTag.__table__, tags.run_uuid == run.run_uuid).where(
             tags.key == tag[0], tags.value == tag[1]
         )
-    chosen = chosen.scalar_subquery()
+    chosen = live.scalar_subquery()
 
     def rows(model: Any, *names: str) -> list[tuple]:
         table = model.__table__.c

@@ -170,6 +170,25 @@ def test_cli_writes_tables_and_pngs(store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["curves.png", "heatmap_final_loss.png"]
 
 
+def test_sweeps_count_their_runs_and_say_their_status_and_directory(store, capsys):
+    """Each sweep's line counts the child runs the store holds (a continued study showed only its
+    last command's jobs), with its status and directory (the same grid run twice reads the same
+    otherwise); a table of every sweep's runs says which sweep each run is of."""
+    from gdexp.compare import cli
+
+    found = compare.sweeps(uri=store["uri"])
+    assert found["runs"].tolist() == [6, 6]
+    cli.main(["sweeps", "--tracking-uri", store["uri"]])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, (_, row) in zip(lines, found.iterrows()):
+        assert line.startswith(row["run_id"]) and "  FINISHED  6 runs  sweep " in line
+        assert line.endswith(f"({row['tags.gdexp.sweep_dir']})")
+    every = compare.runs_table(compare.select_runs(sweep="all", uri=store["uri"]))
+    assert sorted(set(every["sweep"])) == sorted(r[:8] for r in found["run_id"])
+    assert "sweep" not in compare.runs_table(compare.select_runs(sweep=store["grid"], uri=store["uri"]))
+
+
 @pytest.mark.parametrize(
     ("args", "key"),
     [

@@ -460,7 +460,9 @@ def test_a_second_sweep_into_a_sweep_directory_in_use_is_one_line_and_makes_no_r
     first's runs and records stay its own."""
     uri = cli_env["MLFLOW_TRACKING_URI"]
     shared = f"hydra.sweep.dir={tmp_path / 'multirun' / 'same-second'}"
-    first = start_gdexp(["-m", "hydra/launcher=batched", "lr=0.01,0.1", "seed=range(0,6)", shared], tmp_path, cli_env)
+    # about 15 s of training: the second command starts and is refused while the first trains
+    grid = ["-m", "hydra/launcher=batched", "lr=0.01,0.1", "seed=range(0,6)", "epochs=15000", "converge_tol=0"]
+    first = start_gdexp([*grid, shared], tmp_path, cli_env)
     try:
         wait_for_line(first, "training 12 runs")
         second = gdexp(["-m", "lr=0.5,0.6", shared], tmp_path, cli_env)
@@ -477,7 +479,7 @@ def test_a_second_sweep_into_a_sweep_directory_in_use_is_one_line_and_makes_no_r
         sorted(r.data.params["lr"] for r in runs if "mlflow.parentRunId" in r.data.tags) == ["0.01"] * 6 + ["0.1"] * 6
     )
     # the lock dies with its process: the same directory takes a resume at once
-    again = gdexp(["-m", "lr=0.01,0.1", "seed=range(0,6)", shared, "tracking.skip_finished=true"], tmp_path, cli_env)
+    again = gdexp(["-m", *grid[2:], shared, "tracking.skip_finished=true"], tmp_path, cli_env)
     assert again.returncode == 0 and "12 skipped as finished already" in again.stdout, again.stderr
 
 

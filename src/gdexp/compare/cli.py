@@ -134,10 +134,12 @@ def _command(args: argparse.Namespace) -> None:
         found = sweeps(args.experiment, args.tracking_uri)
         if found.empty:
             print(f"no sweeps in experiment {args.experiment}")
-        for _, row in found.iterrows():
+        for _, row in found.iterrows():  # status, runs and directory tell the same sweep run twice apart
+            where = row.get("tags.gdexp.sweep_dir")
             print(
                 f"{row['run_id']}  {pd.to_datetime(row['start_time'], unit='ms'):%Y-%m-%d %H:%M}  "
-                f"{row.get('tags.gdexp.jobs', '?')} jobs  {row['run_name']}"
+                f"{row['mlflow_status']:<8}  {row['runs']} runs  {row['run_name']}"
+                + (f"  ({where})" if isinstance(where, str) else "")
             )
     elif args.command == "plot":
         from gdexp.compare import plots  # matplotlib (0.4 s) only for the commands that draw

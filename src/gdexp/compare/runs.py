@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from gdexp.errors import UserError
-from gdexp.tracking.bulk import read_runs, sql_store
+from gdexp.tracking.bulk import count_by_tag, read_runs, sql_store
 from gdexp.tracking.record import SUPERSEDED_TAG
 from gdexp.tracking.store import check_reachable
 from gdexp.tracking.uri import masked, resolve_uri
@@ -52,8 +52,20 @@ def sweeps(experiment: str = "gdexp", uri: str | None = None) -> pd.DataFrame:
 
 
 def _parents(client, exp) -> pd.DataFrame:
+    """The sweep parents, newest first, with ``runs``: how many child runs each has in the store
+    (a continued study's whole count, not its last command's jobs; the ``gdexp.jobs`` tag where
+    the store cannot be counted in one query)."""
     parents = _tagged(client, exp, ("gdexp.role", "sweep"))
-    return parents.sort_values("start_time", ascending=False, ignore_index=True) if len(parents) else parents
+    if parents.empty:
+        return parents
+    store = sql_store(client)
+    if store is not None:
+        counts = count_by_tag(store, exp.experiment_id, "mlflow.parentRunId")
+        parents["runs"] = [counts.get(run_id, 0) for run_id in parents["run_id"]]
+    else:
+        jobs = parents.get("tags.gdexp.jobs", pd.Series(None, index=parents.index, dtype=object))
+        parents["runs"] = pd.to_numeric(jobs, errors="coerce").astype("Int64")
+    return parents.sort_values("start_time", ascending=False, ignore_index=True)
 
 
 def _experiment(client, name: str):

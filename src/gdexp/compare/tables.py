@@ -44,6 +44,9 @@ def runs_table(runs: pd.DataFrame, all_columns: bool = False) -> pd.DataFrame:
             "status": runs.get("tags.gdexp.status", runs["mlflow_status"]).fillna("-").values,
         }
     )
+    parents = runs.get("tags.mlflow.parentRunId")
+    if parents is not None and parents.nunique(dropna=True) > 1:  # --sweep all: which sweep each run is of
+        table["sweep"] = parents.fillna("-").str[:8].values
     for p in params:
         table[p] = [parse_param(v) for v in runs[f"params.{p}"]]
     metric_cols = [c for c in runs.columns if c.startswith("metrics.")]

@@ -161,6 +161,23 @@ def insert(connection: Any, table: Any, rows: list[Any], columns: tuple[str, ...
         connection.exec_driver_sql(str(compiled), [tuple(r[k] for k in order) for r in rows])
 
 
+def count_by_tag(store: Any, experiment_id: str, key: str) -> dict[str, int]:
+    """How many of the experiment's live runs hold each value of tag ``key`` (one query): the
+    children of each parent, for ``key`` ``mlflow.parentRunId``."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+
+    run, tags = SqlRun.__table__.c, SqlTag.__table__.c
+    query = (
+        sa.select(tags.value, sa.func.count())
+        .select_from(SqlTag.__table__.join(SqlRun.__table__, tags.run_uuid == run.run_uuid))
+        .where(run.experiment_id == int(experiment_id), run.lifecycle_stage == "active", tags.key == key)
+        .group_by(tags.value)
+    )
+    with store.engine.connect() as connection:
+        return {value: count for value, count in connection.execute(query).all()}
+
+
 @dataclass
 class BulkWriter:
     """Writes finished runs into one experiment of a SQL store, a transaction per call."""

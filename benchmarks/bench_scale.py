@@ -179,23 +179,30 @@ def readers(uri: str, folder: Path, empty: str) -> dict:
 
 
 def check_store(uri: str, runs: int) -> dict:
-    """Every run in MLflow, FINISHED, under one parent: counted in the store's tables (MLflow's
-    models), so that a 100,000-run check does not build 100,000 run objects."""
+    """Every run in MLflow, FINISHED, under one parent: counted in the store's tables (one query
+    each), so that a 100,000-run check does not build 100,000 run objects."""
     import sqlalchemy as sa
     from mlflow import MlflowClient
-    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+
+    from gdexp.tracking.bulk import count_by_tag, sql_store
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("gdexp")
-    run, tag = SqlRun.__table__.c, SqlTag.__table__.c
-    mine = run.experiment_id == int(exp.experiment_id)
-    with client._tracking_client.store.engine.connect() as db:
-        statuses = dict(db.execute(sa.select(run.status, sa.func.count()).where(mine).group_by(run.status)).all())
-        tagged = sa.select(sa.func.count()).select_from(
-            SqlRun.__table__.join(SqlTag.__table__, tag.run_uuid == run.run_uuid)
-        )
-        parents = db.execute(tagged.where(mine, tag.key == "gdexp.role", tag.value == "sweep")).scalar()
-        children = db.execute(tagged.where(mine, tag.key == "mlflow.parentRunId")).scalar()
+    store = sql_store(client)
+    if store is None:  # a tracking server: its runs through its API
+        found = client.search_runs([exp.experiment_id], max_results=50000)
+        parents = [r for r in found if r.data.tags.get("gdexp.role") == "sweep"]
+        children = [r for r in found if r.data.tags.get("mlflow.parentRunId")]
+        assert len(parents) == 1 and len(children) == runs, (len(parents), len(children))
+        assert {r.info.status for r in found} == {"FINISHED"}, {r.info.status for r in found}
+        return {"checked_runs": len(children)}
+    run = SqlRun.__table__.c
+    query = sa.select(run.status, sa.func.count()).where(run.experiment_id == int(exp.experiment_id))
+    with store.engine.connect() as db:
+        statuses = dict(db.execute(query.group_by(run.status)).all())
+    parents = count_by_tag(store, exp.experiment_id, "gdexp.role").get("sweep", 0)
+    children = sum(count_by_tag(store, exp.experiment_id, "mlflow.parentRunId").values())
     assert parents == 1 and children == runs, (parents, children)
     assert set(statuses) == {"FINISHED"}, statuses
     return {"checked_runs": children}

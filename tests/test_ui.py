@@ -37,6 +37,20 @@ def ui_lines(process: subprocess.Popen, until: str, timeout: float = 180) -> lis
     raise AssertionError(f"no {until!r} from gdexp-ui in {timeout} s: {lines}")
 
 
+def start_ui(cwd: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, int]:
+    """``gdexp-ui`` on a free port (and ``args``), its output read as text; the process and port."""
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "gdexp.ui", "--port", str(port), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return ui, port
+
+
 def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
     """A batched sweep (on SQLite its runs are written by the bulk path) in MLflow's stock UI: the
     parent, its children, a child's description, dataset and loss chart."""
@@ -48,15 +62,7 @@ def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
     parent = re.search(r"MLflow parent run ([0-9a-f]{32})", sweep.stdout).group(1)
     best = re.search(r"^\s+(lr=\S+)\s+converged\s+\S+\s+\S+\s+([0-9a-f]{32})$", sweep.stdout, re.M)
 
-    port = free_port()
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ui, port = start_ui(tmp_path, cli_env)
     try:
         lines = ui_lines(ui, "latest sweep")
         base = f"http://127.0.0.1:{port}"
@@ -118,15 +124,7 @@ def test_a_sigkilled_gdexp_ui_takes_mlflows_server_and_its_workers_with_it(host,
     to the network."""
     import psutil
 
-    port = free_port()
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.ui", "--port", str(port), "--host", host],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ui, port = start_ui(tmp_path, cli_env, "--host", host)
     try:
         ui_lines(ui, "(Ctrl-C stops it)")
         group = next(c.pid for c in psutil.Process(ui.pid).children() if "mlflow" in " ".join(c.cmdline()))
@@ -162,15 +160,7 @@ def test_gdexp_ui_on_a_store_that_does_not_answer_is_one_line_at_once(store, tmp
 
 
 def test_gdexp_ui_stops_when_its_store_is_deleted_and_makes_no_new_one(tmp_path, cli_env):
-    port = free_port()
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "gdexp.ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ui, port = start_ui(tmp_path, cli_env)
     try:
         ui_lines(ui, "(Ctrl-C stops it)")
         (tmp_path / "mlflow.db").unlink()

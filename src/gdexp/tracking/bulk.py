@@ -55,41 +55,32 @@ def open_bulk(client: Any, uri: str, experiment_id: str) -> tuple[BulkWriter | N
     finished runs take the client path (None for a tracking server: its client path is the one)."""
     if not uri.startswith(("sqlite:///", "postgresql")) or os.environ.get("GDEXP_BULK") == "0":
         return None, None  # GDEXP_BULK=0: the client path on purpose (benchmarks/bench_scale.py compares)
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = _store_of(client)
-    if not isinstance(store, SqlAlchemyStore):
-        return None, f"the store is a {type(store).__name__}: finished runs go through MLflow's client, one at a time"
-    try:
-        found, head = schema_revisions(store)
-    except Exception as err:  # no alembic_version table: not a store this MLflow made
-        return (
-            None,
-            f"the store's schema cannot be read ({type(err).__name__}): finished runs go through MLflow's client",
-        )
-    if found != head:
-        return None, (
-            f"the store's schema is alembic revision {found}, the installed MLflow writes {head}: "
-            "finished runs go through MLflow's client, one at a time (slower; the same runs)"
-        )
+    store, why = _checked_store(client)
+    if store is None:
+        return None, f"{why}: finished runs go through MLflow's client, one at a time (slower; the same runs)"
     return BulkWriter(store, experiment_id), None
 
 
 def sql_store(client: Any) -> Any | None:
     """The client's SQLAlchemy store where its schema is the one the installed MLflow writes
     (the tables this module reads and writes are then MLflow's own), else None."""
-    if os.environ.get("GDEXP_BULK") == "0":
-        return None
+    return None if os.environ.get("GDEXP_BULK") == "0" else _checked_store(client)[0]
+
+
+def _checked_store(client: Any) -> tuple[Any | None, str]:
+    """The client's store if it is SQL at the installed MLflow's schema; else None and why not."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store = _store_of(client)
     if not isinstance(store, SqlAlchemyStore):
-        return None
+        return None, f"the store is a {type(store).__name__}"
     try:
         found, head = schema_revisions(store)
-    except Exception:
-        return None
-    return store if found == head else None
+    except Exception as err:  # no alembic_version table: not a store this MLflow made
+        return None, f"the store's schema cannot be read ({type(err).__name__})"
+    if found != head:
+        return None, f"the store's schema is alembic revision {found}, the installed MLflow writes {head}"
+    return store, ""
 
 
 @dataclass

@@ -45,10 +45,13 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
 }
 
 start_munge() {
-    pgrep -x munged >/dev/null && return 0
+    # A munged that answers is the machine's own (apt's postinst may have started it): use it.
+    munge -n </dev/null >/dev/null 2>&1 && return 0
     [ -f /etc/munge/munge.key ] || { mungekey --create >/dev/null 2>&1 || /usr/sbin/mungekey --create; chown munge:munge /etc/munge/munge.key; }
     install -d -o munge -g munge -m 0755 /run/munge
-    runuser -u munge -- /usr/sbin/munged
+    # One that holds the socket but is still starting makes this one fail to lock it: then the
+    # running one is waited for like a new one.
+    runuser -u munge -- /usr/sbin/munged 2>"$S/munged.err" || say "munged: $(cat "$S/munged.err"); waiting for the one running"
     wait_for 10 munged munge -n
 }
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
 import time
 
 import optuna
@@ -16,6 +18,7 @@ from optuna.trial import TrialState
 
 import gdexp as api
 from gdexp.compare import report
+from gdexp.config import ConfigError
 
 SPACE = "lr=tag(log,interval(0.001,0.3))"
 LINE_B = {"data": "line_intercept", "bias": True}
@@ -166,6 +169,95 @@ def test_a_larger_n_trials_adds_the_difference_and_the_same_command_adds_nothing
     assert sorted(int(r.data.tags["gdexp.trial"]) for r in runs if "gdexp.trial" in r.data.tags) == list(range(7))
 
 
+def test_a_continued_seeded_study_asks_new_trials_and_the_same_commands_ask_the_same(here):
+    keys = {"epochs": 20, **LINE_B}
+    seeded = ("hydra.sweeper.sampler=random", "hydra.sweeper.seed=0", SPACE)
+    search(2, 2, *seeded, **keys)
+    search(4, 2, *seeded, **keys)
+    lrs = [t.params["lr"] for t in study(here).trials]
+    assert len(lrs) == len(set(lrs)) == 4  # the second command asked two new trials
+    runs = all_runs(os.environ["MLFLOW_TRACKING_URI"])
+    assert len([r for r in runs if "gdexp.trial" in r.data.tags]) == 4  # one run per configuration
+    (here / "again").mkdir()
+    os.chdir(here / "again")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{here / 'again' / 'mlflow.db'}"
+    search(2, 2, *seeded, **keys)
+    search(4, 2, *seeded, **keys)
+    assert [t.params["lr"] for t in study(here / "again").trials] == lrs
+
+
+def test_a_study_made_again_after_its_storage_was_deleted_gets_its_own_parent(here, capsys):
+    keys = {"epochs": 20, **LINE_B}
+    search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    (here / "optuna.db").unlink()
+    search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    err = capsys.readouterr().err
+    parents = [r for r in all_runs(os.environ["MLFLOW_TRACKING_URI"]) if r.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    first = min(parents, key=lambda r: r.info.start_time)
+    assert err.count("gdexp: warning: study ") == 1 and f"parent run {first.info.run_id} holds an earlier" in err
+    runs = all_runs(os.environ["MLFLOW_TRACKING_URI"])
+    for parent in parents:  # trials 0 and 1 under each: two studies are never mixed under one parent
+        children = [r for r in runs if r.data.tags.get("gdexp.sweep") == parent.info.run_id]
+        assert sorted(r.data.tags["gdexp.trial"] for r in children) == ["0", "1"]
+
+
+def test_a_space_that_changes_kind_is_one_line_naming_the_key_before_anything_changes(here):
+    keys = {"epochs": 20, **LINE_B}
+    search(2, 2, "hydra.sweeper.sampler=random", "lr=interval(0.01,0.1)", **keys)
+    before = {r.info.run_id: r.info.status for r in all_runs(os.environ["MLFLOW_TRACKING_URI"])}
+    with pytest.raises(ConfigError) as raised:
+        search(4, 2, "hydra.sweeper.sampler=random", "lr=choice(0.01,0.02)", **keys)
+    assert str(raised.value) == (
+        "lr=choice(0.01,0.02): study 'gdexp: bias=true data=line_intercept epochs=20 | minimize final_loss' "
+        "searched lr as an interval from 0.01 to 0.1; allowed: an interval from 0.01 to 0.1 as the study "
+        "holds it, or another hydra.sweeper.study_name"
+    )
+    after = {r.info.run_id: r.info.status for r in all_runs(os.environ["MLFLOW_TRACKING_URI"])}
+    assert after == before  # no run made, the parent still FINISHED
+    assert [t.state for t in study(here).trials] == [TrialState.COMPLETE] * 2  # none left RUNNING
+
+
+def test_a_study_another_live_command_runs_is_refused_before_any_run(here):
+    from gdexp.sweeps import search as space_of
+
+    keys = {"epochs": 20, **LINE_B}
+    search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    found = study(here)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(f"/proc/{other.pid}/stat") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+        found.set_user_attr(space_of.OWNER, f"{socket.gethostname()} {other.pid} {started}")
+        before = len(all_runs(os.environ["MLFLOW_TRACKING_URI"]))
+        with pytest.raises(ConfigError, match=rf"the command with pid {other.pid} on .* is running this study now"):
+            search(4, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+        assert len(all_runs(os.environ["MLFLOW_TRACKING_URI"])) == before and len(study(here).trials) == 2
+    finally:
+        other.kill()
+        other.wait()
+    # Its process gone (or its pid taken by another process), the claim is stale: the study goes on.
+    search(4, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    assert len(study(here).trials) == 4 and study(here).user_attrs[space_of.OWNER] == ""
+
+
+@pytest.mark.slow
+def test_the_same_search_twice_at_once_holds_n_trials_under_one_parent(tmp_path, cli_env):
+    args = [*_long_study(n_trials=4, seed=3)[:-2], "epochs=3000"]
+    # Each in its own sweep directory (two in the same second would share one, which is refused).
+    both = [start_gdexp([*args, f"hydra.sweep.dir=multirun/{d}"], tmp_path, cli_env) for d in "ab"]
+    ended = [(p.communicate(timeout=600)[1], p.returncode)[::-1] for p in both]
+    codes = sorted(code for code, _ in ended)
+    assert codes == [0, 2], ended
+    (refused,) = [err for code, err in ended if code == 2]
+    assert refused.startswith("gdexp: error: hydra.sweeper.study_name=") and "is running this study now" in refused
+    assert refused.count("\n") == 1
+    assert len(study(tmp_path).trials) == 4
+    runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+    assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
+    assert len([r for r in runs if "gdexp.trial" in r.data.tags]) == 4
+
+
 BAD_SPACES = [
     ("lr=interval(1,0)", "lr=interval(1,0): an empty interval; allowed: interval(low, high) with low < high"),
     ("optimizer=choice()", "optimizer=choice(): empty choice is not legal; allowed: Hydra's override grammar"),
@@ -208,14 +300,23 @@ def _long_study(n_trials: int, seed: int) -> list[str]:
 
 
 def _started_until(args: list[str], line: str, tmp_path, cli_env):
-    """The study started, once it has printed ``line``, and a second later (the next batch training)."""
+    """The study started, once it has printed ``line`` and a trial of the next batch has logged
+    its first epochs to the store (a fixed sleep was too short on a loaded machine: the batch's
+    processes had not yet opened their runs)."""
     sweep = start_gdexp(args, tmp_path, cli_env)
     deadline = time.time() + 240
     seen = ""
     while time.time() < deadline and line not in seen:
         seen += sweep.stdout.readline()
     assert line in seen, seen
-    time.sleep(1.0)
+
+    def training():
+        runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+        return [r for r in runs if "gdexp.trial" in r.data.tags and r.info.status == "RUNNING" and r.data.metrics]
+
+    while time.time() < deadline and not training():
+        time.sleep(0.2)
+    assert training(), "no trial of the next batch logged an epoch"
     return sweep
 
 

@@ -9,7 +9,7 @@ machine the launcher runs it in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -27,6 +27,9 @@ from gdexp.sweeps.settings import check_launcher, draws_loss_curves, is_search
 from gdexp.sweeps.summary import print_sweep_summary
 from gdexp.tracking.record import sweep_dir
 from gdexp.tracking.uri import target_of
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 
 class SweepAborted(BaseException):
@@ -96,18 +99,21 @@ class SweepCallback(Callback):
             configured = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
             every = configured + overrides
             study = _study(config, every)
-            name = None
+            name = key = claim = None
             if study is None:
                 jobs = preflight(config, every)
             else:  # a search: its fixed values and each end of every axis, checked the same way
-                settings, space, name = study
+                settings, space, found = study
+                name = found.study_name
                 preflight(config, [*space.fixed, *search.corners(space)])
                 jobs = settings.n_trials
+                key = search.study_key(name, search.study_uid(found))
+                claim = lambda: search.claim(found)  # noqa: E731
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             SESSION.hold_folder(folder)
             self.sweep = SweepRun(folder, target_of(config), study=name)
             resume = bool(config.tracking.skip_finished)
-            self.sweep.open(every, jobs, search.study_key(name) if name else None, resume=resume)
+            self.sweep.open(every, jobs, key, resume=resume, claim=claim)
         except Exception as err:  # Hydra would turn any exception here into a warning, and sweep on
             raise SweepAborted(err) from None
 
@@ -126,11 +132,11 @@ class SweepCallback(Callback):
         SESSION.release_folders()
 
 
-def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, str] | None:
-    """A search's settings, space and study name (``hydra/sweeper=optuna``); None for a grid."""
+def _study(config: DictConfig, every: list[str]) -> tuple[search.Settings, search.Space, Study] | None:
+    """A search's settings, space and study (``hydra/sweeper=optuna``), its storage, sampler,
+    direction and space checked before any run; None for a grid."""
     if not is_search(config.hydra.sweeper):
         return None
     settings = search.Settings.of(config.hydra.sweeper)
     space = search.parse_space(every)
-    search.open_study(settings, space, config)  # its storage, sampler and direction, before any run
-    return settings, space, search.study_name(settings, space, str(config.tracking.experiment))
+    return settings, space, search.open_study(settings, space, config)

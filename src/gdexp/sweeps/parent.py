@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gdexp.errors import warn
@@ -47,14 +48,21 @@ class SweepRun:
 
     # ------------------------------------------------------------------ open
 
-    def open(self, every: list[str], jobs: int, study_key: str | None = None, resume: bool = False) -> None:
+    def open(
+        self,
+        every: list[str],
+        jobs: int,
+        study_key: str | None = None,
+        resume: bool = False,
+        claim: Callable[[], None] | None = None,
+    ) -> None:
         """Make the parent run and write the sweep's record; the session ends it KILLED if this
         command is interrupted. A study's parent (found by ``study_key``) is reopened by every
         later command. The same grid run again (same overrides, same experiment) is the same
         sweep: with ``resume`` (``tracking.skip_finished=true``) its parent is reopened, so its
-        runs stay one sweep; without, a new parent is made and a warning names the earlier one."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        SESSION.sweeps.append(self)
+        runs stay one sweep; without, a new parent is made and a warning names the earlier one.
+        ``claim`` (a study's: only one command runs it at a time) is called first, under the same
+        lock, and may refuse with an error before anything is made."""
         record = SweepInfo(overrides=masked_overrides(every), jobs=jobs, study=self.study)
         tracker = self.tracker
         if tracker is not None and self.target is not None:
@@ -62,9 +70,18 @@ class SweepRun:
             kind = "study_key" if study_key else "sweep_key"
             # Two commands of one sweep at once on a SQLite store: one finds what the other made.
             with first_open_lock(self.target.uri, "gdexp-sweeps"):
+                if claim is not None:
+                    claim()
+                self.folder.mkdir(parents=True, exist_ok=True)
+                SESSION.sweeps.append(self)
                 self._find_or_make(tracker, every, jobs, study_key, kind, key, resume)
             record.parent_run_id, record.tracking_uri = self.run_id, self.target.shown
             record.experiment = self.target.experiment
+        else:
+            if claim is not None:
+                claim()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            SESSION.sweeps.append(self)
         record.save(self.folder)
 
     def _find_or_make(
@@ -75,6 +92,8 @@ class SweepRun:
             self._close_dead(tracker.run_tags(found[0]).get("gdexp.sweep_dir"))
             self.reopen(found[0])
         else:
+            if study_key and self.study:
+                self._say_remade(tracker)
             if found:
                 earlier = f"{len(found)} times" if len(found) > 1 else "once"
                 warn(
@@ -94,10 +113,22 @@ class SweepRun:
             "gdexp.jobs": str(jobs),
         }
         if study_key and self.study:
-            tags.update({"gdexp.study": self.study, "gdexp.study_key": study_key})
+            tags.update({"gdexp.study": self.study, "gdexp.study_key": study_key, NAME_KEY: name_key(self.study)})
         kind = "study" if study_key else "sweep"
         name = f"{kind} " + (" ".join(shown_overrides(every)) or "default")
         return name, tags, sweep_params(masked_overrides(every))
+
+    def _say_remade(self, tracker: Tracker) -> None:
+        """A study new to its storage whose name an earlier parent carries: its Optuna storage was
+        deleted or replaced. Its trials start again from 0 under a parent of their own."""
+        assert self.study is not None
+        earlier = tracker.find_runs(f"tags.`{NAME_KEY}` = '{name_key(self.study)}' and tags.`gdexp.role` = 'sweep'")
+        if earlier:
+            warn(
+                f"study {self.study!r} is new to its Optuna storage, but parent run {earlier[0]} holds an "
+                "earlier study of that name (its storage was deleted or replaced): this one starts from "
+                "trial 0 under a new parent run; the earlier runs stay under theirs"
+            )
 
     def _close_dead(self, folder: str | None) -> None:
         """Before a sweep is continued: if the command that ran it last was killed (SIGKILL, a
@@ -194,6 +225,15 @@ class SweepRun:
 
 # Overrides that say where or how a sweep runs, not what it computes: the same sweep whatever they say.
 NOT_IDENTITY = ("hydra.sweep.dir=", "hydra.run.dir=", "tracking.skip_finished=", "hydra.launcher.", "hydra/launcher=")
+
+
+NAME_KEY = "gdexp.study_name_key"  # a study's name alone, hashed: the same name made again is found
+
+
+def name_key(study: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(study.encode()).hexdigest()[:16]
 
 
 def sweep_key(every: list[str]) -> str:

@@ -14,7 +14,7 @@ FAILED and asked again.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from gdexp.config import ConfigError
 from gdexp.sweeps.overrides import value_text
+from gdexp.tracking.store import first_open_lock
 from gdexp.tracking.uri import masked, target_of
 
 if TYPE_CHECKING:
@@ -171,11 +172,84 @@ def study_name(settings: Settings, space: Space, experiment: str) -> str:
     return f"{experiment}: {fixed or 'default'} | {settings.direction} {settings.objective}"
 
 
-def study_key(name: str) -> str:
-    """The study's name as a tag value any MLflow filter can quote."""
+def study_key(name: str, uid: str = "") -> str:
+    """The study as a tag value any MLflow filter can quote: its name, and the ``uid`` a fresh
+    study is given (:func:`study_uid`), so that a study made again under the same name (its
+    ``optuna.db`` deleted) is another study, with its own parent run."""
     import hashlib
 
-    return hashlib.sha256(name.encode()).hexdigest()[:16]
+    return hashlib.sha256((name + (f"\n{uid}" if uid else "")).encode()).hexdigest()[:16]
+
+
+UID = "gdexp.uid"  # a study's identity beside its name, given when gdexp makes it
+
+
+def study_uid(study: Study) -> str:
+    """The study's uid; one is given to a study with no trials yet. A study with trials and none
+    (made by an older gdexp) keeps none: its key is its name's, as then."""
+    import uuid
+
+    uid = str(study.user_attrs.get(UID, ""))
+    if not uid and not study.get_trials(deepcopy=False):
+        uid = uuid.uuid4().hex
+        study.set_user_attr(UID, uid)
+    return uid
+
+
+OWNER = "gdexp.owner"  # the command running the study now: host, pid and the pid's start time
+
+
+def _this_process() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()} {os.getpid()} {_started(os.getpid())}"
+
+
+def _started(pid: int) -> str:
+    """A process's start time (clock ticks since boot): with its pid, one process, not a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _running(owner: str) -> bool:
+    """Whether the command ``owner`` names may still run: on another machine nobody here can tell."""
+    import socket
+
+    from gdexp.tracking.record import process_gone
+
+    host, pid, started = ([*owner.split(" "), "", "", ""])[:3]
+    if not pid.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    return not process_gone(host, int(pid)) and _started(int(pid)) == started
+
+
+def claim(study: Study) -> None:
+    """Make this command the study's one runner: two commands asking one study's trials at once
+    would each ask the trials still to do, and the study would end with more than ``n_trials``.
+    A SearchError, before any run is made, when another command runs it now. Called with the
+    store's sweep lock held (see :meth:`SweepRun.open`)."""
+    owner = str(study.user_attrs.get(OWNER, ""))
+    if owner and owner != _this_process() and _running(owner):
+        host, pid = owner.split(" ")[:2]
+        raise SearchError(
+            "hydra.sweeper.study_name",
+            study.study_name,
+            "a study no other command is running; wait for it, or name another study",
+            f"the command with pid {pid} on {host} is running this study now",
+        )
+    study.set_user_attr(OWNER, _this_process())
+
+
+def release(study: Study) -> None:
+    """The study is no longer run by this command (a killed one's claim is found dead)."""
+    if study.user_attrs.get(OWNER) == _this_process():
+        study.set_user_attr(OWNER, "")
 
 
 def corners(space: Space) -> list[str]:
@@ -258,13 +332,15 @@ def open_study(settings: Settings, space: Space, config: DictConfig) -> Study:
     storage = storage_url(settings, config)
     sampler = make_sampler(settings, space)
     try:
-        study = optuna.create_study(
-            study_name=study_name(settings, space, str(config.tracking.experiment)),
-            storage=storage,
-            sampler=sampler,
-            direction=settings.direction,  # type: ignore[arg-type]
-            load_if_exists=True,
-        )
+        # Two commands making one SQLite storage at once would both create its tables.
+        with first_open_lock(storage):
+            study = optuna.create_study(
+                study_name=study_name(settings, space, str(config.tracking.experiment)),
+                storage=storage,
+                sampler=sampler,
+                direction=settings.direction,  # type: ignore[arg-type]
+                load_if_exists=True,
+            )
     except ValueError as err:  # an existing study of that name optimises the other way
         raise SearchError(
             "hydra.sweeper.direction", settings.direction, "the study's own direction", str(err)
@@ -274,5 +350,46 @@ def open_study(settings: Settings, space: Space, config: DictConfig) -> Study:
         raise SearchError(
             "hydra.sweeper.storage", masked(storage), "an Optuna storage URL it can open", problem
         ) from None
+    check_space(study, space)
     study.set_user_attr("gdexp.objective", settings.objective)
+    if settings.seed is not None and settings.sampler != "qmc":
+        # A continued study asks new trials: the sampler's seed moves on with the trials the study
+        # holds (the same seed again would ask the first command's trials again). The same
+        # commands in the same order still ask the same trials. QMC continues its own sequence.
+        held = len(study.get_trials(deepcopy=False))
+        if held:
+            study.sampler = make_sampler(replace(settings, seed=(settings.seed + 7919 * held) % 2**32), space)
     return study
+
+
+def check_space(study: Study, space: Space) -> None:
+    """A space whose axis changed kind (an interval, then a choice) against the study's trials:
+    one line naming the key, before anything is changed (Optuna would raise at the first ask)."""
+    from optuna.distributions import check_distribution_compatibility
+
+    held: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for key, dist in trial.distributions.items():
+            held.setdefault(key, dist)
+    for key, dist in space.distributions.items():
+        if key not in held:
+            continue
+        try:
+            check_distribution_compatibility(held[key], dist)
+        except ValueError:
+            raise SearchError(
+                key,
+                space.written[key],
+                f"{_kind(held[key])} as the study holds it, or another hydra.sweeper.study_name",
+                f"study {study.study_name!r} searched {key} as {_kind(held[key])}",
+            ) from None
+
+
+def _kind(dist: Any) -> str:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return "choice(" + ",".join(value_text(c) for c in dist.choices) + ")"
+    scale = "a log " if dist.log else "an "
+    kind = "integer range" if isinstance(dist, IntDistribution) else "interval"
+    return f"{scale}{kind} from {value_text(dist.low)} to {value_text(dist.high)}"

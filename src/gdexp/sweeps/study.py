@@ -166,6 +166,15 @@ def run_study(config: DictConfig, launcher: Launcher, arguments: list[str]) -> l
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     space = search.parse_space(params + list(arguments))
     study = search.open_study(settings, space, config)
+    try:
+        return _run(study, settings, space, config, launcher)
+    finally:
+        search.release(study)
+
+
+def _run(
+    study: Study, settings: search.Settings, space: search.Space, config: DictConfig, launcher: Launcher
+) -> list[Sequence[JobReturn]]:
     abandoned = fail_abandoned(study)
     folder = sweep_dir(str(config.hydra.sweep.dir), str(config.hydra.runtime.cwd))
     record = read_sweep(folder)

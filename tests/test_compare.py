@@ -168,6 +168,15 @@ def test_cli_writes_tables_and_pngs(store, tmp_path):
         res = cli("plot", "--sweep", store["grid"], *kind, "--out", str(tmp_path / "png"))
         assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["curves.png", "heatmap_final_loss.png"]
+    # Without --out, plots and the report go under outputs/, beside the jobs' own (a checkout
+    # ignores it): nothing new in the working directory itself.
+    before = {p.name for p in tmp_path.iterdir()}
+    for args in (["plot", "--kind", "curves"], ["report"]):
+        res = cli(*args, "--sweep", store["grid"])
+        assert res.returncode == 0 and res.stdout.startswith("wrote outputs/"), res.stdout + res.stderr
+    assert {p.name for p in tmp_path.iterdir()} - before <= {"outputs"}
+    assert (tmp_path / "outputs" / "plots" / "curves.png").is_file()
+    assert [p.name for p in (tmp_path / "outputs").glob("report-*.html")] == [f"report-{store['grid'][:8]}.html"]
 
 
 def test_sweeps_count_their_runs_and_say_their_status_and_directory(store, capsys):

@@ -112,3 +112,5 @@ def test_bad_inputs_give_one_line_naming_the_key(tmp_path, cli_env):
         assert "Epoch" not in result.stdout and "Prediction" not in result.stdout, case  # nothing trained
         assert SAYS.get(case, "") in lines[0], (case, lines[0])
     assert [r.info.run_name for r in all_runs(store)] == []  # no MLflow run made, not even a sweep's parent
+    # Nor a run directory: Hydra's outputs/DATE/TIME of a refused single run is gone again.
+    assert not (tmp_path / "outputs").exists() or not [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]

@@ -746,4 +746,4 @@ def test_a_report_on_runs_of_an_older_schema(tmp_path, cli_env):
     for args in (["report"], ["table"], ["sweeps"]):
         shown = gdexp(args, tmp_path, cli_env, module="gdexp.compare")
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, (args, shown.stderr[-2000:])
-    assert "lr=0.2" in (tmp_path / f"report-{parent[:8]}.html").read_text()
+    assert "lr=0.2" in (tmp_path / "outputs" / f"report-{parent[:8]}.html").read_text()

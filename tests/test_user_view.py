@@ -206,6 +206,9 @@ def test_a_sweep_without_tracking_tables_its_records(here, capsys):
     assert sorted(df["lr"]) == [0.01, 0.1] and set(df["status"]) == {"converged", "max_epochs"}
     assert df.attrs["parent_run_id"] is None and "w" in df and "final_loss" in df
     assert "gdexp sweep: 2 runs · 1 converged, 1 max epochs" in capsys.readouterr().out
+    # quiet=True: not the batched progress, not the summary block; the table all the same.
+    again = gdexp.sweep(lr=[0.01, 0.1], epochs=30, tracking=False, launcher="batched", quiet=True)
+    assert capsys.readouterr().out == "" and sorted(again["lr"]) == [0.01, 0.1]
 
 
 # --------------------------------------------------------------------------- the Python API

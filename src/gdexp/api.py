@@ -10,7 +10,9 @@ of calls in one kernel.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -170,7 +172,7 @@ def sweep(
     tracking: bool = True,
     tracking_uri: str | None = None,
     sweep_dir: str | Path | None = None,
-    quiet: bool = True,
+    quiet: bool = False,
     **keys: Any,
 ) -> pd.DataFrame:
     """Run a grid: ``gdexp.sweep(lr=[0.01, 0.1], optimizer=["sgd", "adam"], launcher="batched")``.
@@ -178,8 +180,9 @@ def sweep(
     A list sweeps its key; other values are fixed. Every job is a child run of one parent run, as
     with ``python -m gdexp.run -m``. Returns one row per run (``run_id``, ``run``, ``status``, the
     params that vary, the summary metrics), as ``gdexp-compare table`` shows them; ``df.attrs``
-    holds ``parent_run_id`` and ``sweep_dir``. ``quiet`` (default) keeps per-job summaries out
-    of the notebook; the sweep's own summary is printed. Raises :class:`ConfigError` for bad input
+    holds ``parent_run_id`` and ``sweep_dir``. The sweep's own summary (and a batched launch's
+    or a search's progress) is printed, never a job's; ``quiet=True`` prints nothing but
+    warnings and errors. Raises :class:`ConfigError` for bad input
     anywhere in the grid, before any training."""
     if launcher not in LAUNCHERS:
         raise ConfigError("launcher", launcher, ", ".join(LAUNCHERS))
@@ -190,8 +193,8 @@ def sweep(
     # Hydra's logging is the command line's business: a notebook's logging is left as it is.
     listed += [f"hydra.sweep.dir={value_text(str(folder))}", "hydra.mode=MULTIRUN"]
     listed += ["hydra/job_logging=none", "hydra/hydra_logging=none"]
-    with SESSION.command():
-        _multirun(listed, quiet)
+    with SESSION.command(), contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        _multirun(listed)
         failures = list(SESSION.failures)
         target = SESSION.sweeps[-1].target if SESSION.sweeps else None
     if failures and all(f.bad_input for f in failures):
@@ -201,7 +204,7 @@ def sweep(
     return _sweep_table(folder, target.uri if target else None)
 
 
-def _multirun(listed: list[str], quiet: bool) -> None:
+def _multirun(listed: list[str]) -> None:
     """Hydra's multirun in this process, whatever goes wrong said as :func:`sweep` says it."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -212,7 +215,7 @@ def _multirun(listed: list[str], quiet: bool) -> None:
             hydra = Hydra.create_main_hydra2(task_name="gdexp", config_search_path=search_path)
             hydra.multirun(
                 config_name="config",
-                task_function=lambda cfg: hydra_task(cfg, quiet=quiet),
+                task_function=lambda cfg: hydra_task(cfg, quiet=True),  # a notebook wants the table
                 overrides=listed,
                 with_log_configuration=False,
             )

@@ -35,5 +35,32 @@ def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:
             job_num=int(hc.job.num) if multirun and hc.job.num is not None else None,
         )
     except Exception as err:
-        return job_failed(list(hc.overrides.task), err, multirun)
+        failed = job_failed(list(hc.overrides.task), err, multirun)
+        if not multirun and failed["bad_input"]:
+            drop_unused_run_dir(Path(hc.runtime.output_dir), Path(hc.runtime.cwd))
+        return failed
     return {"status": "skipped"} if outcome is None else outcome.returned()
+
+
+HYDRA_ONLY = {".hydra", "run.log"}  # what Hydra writes into a run's directory before the task starts
+
+
+def drop_unused_run_dir(folder: Path, launch_dir: Path) -> None:
+    """A single run refused for bad input trained nothing: the directory Hydra made for it
+    (``outputs/DATE/TIME``, holding only Hydra's own files) goes, and so do the date folders
+    it leaves empty. A folder with anything else in it, or the launch directory, is kept."""
+    import shutil
+
+    folder, launch_dir = folder.resolve(), launch_dir.resolve()
+    if folder == launch_dir or folder in launch_dir.parents or not folder.is_dir():
+        return
+    if {p.name for p in folder.iterdir()} - HYDRA_ONLY:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == launch_dir or launch_dir not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only an empty one
+        except OSError:
+            break

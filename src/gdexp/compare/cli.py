@@ -63,11 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--by", default=None, help="curves: colour by this param")
     plot.add_argument("--pivot", nargs=2, metavar=("ROW", "COL"), help="heatmap: the two params")
     plot.add_argument("--value", default="final_loss", help="heatmap: the metric")
-    plot.add_argument("--out", default="plots", help="folder for the PNGs (default plots/)")
+    plot.add_argument("--out", default="outputs/plots", help="folder for the PNGs (default outputs/plots/)")
 
     report = sub.add_parser("report", help="one self-contained HTML page per sweep, also logged on its parent run")
     _selection_args(report)
-    report.add_argument("--out", default=None, help="the HTML file (default report-<sweep>.html)")
+    report.add_argument("--out", default=None, help="the HTML file (default outputs/report-<sweep>.html)")
 
     sweeps_cmd = sub.add_parser("sweeps", help="list the experiment's sweeps, newest first")
     sweeps_cmd.add_argument("--experiment", default="gdexp")

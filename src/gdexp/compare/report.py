@@ -20,6 +20,7 @@ from gdexp.compare.tables import pivot, render, runs_table, varying_params
 from gdexp.sweeps import search
 from gdexp.tracking.store import log_file
 
+OUTPUTS = Path("outputs")  # where a report goes unless --out says: the jobs' outputs/ folder
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -171,7 +172,8 @@ def build(
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
     name = f"report-{parent['run_id'][:8]}.html" if parent is not None else "report-all.html"
-    path = out or Path(name)
+    path = out or OUTPUTS / name  # beside the jobs' own outputs, which a checkout ignores
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     if parent is not None:  # on the parent run it is always report.html, whatever the file's name
         with tempfile.TemporaryDirectory() as folder:

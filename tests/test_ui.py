@@ -190,7 +190,10 @@ def test_the_quickstart_notebook_runs_on_a_real_kernel(tmp_path, cli_env, monkey
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", cli_env["MLFLOW_TRACKING_URI"])
     nb = nbformat.read(REPO / "docs" / "quickstart.ipynb", as_version=4)
-    where = {"metadata": {"path": str(tmp_path)}}
+    # Opened where a user opens it, in a checkout's docs/: it works from the checkout's root.
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "docs").mkdir()
+    where = {"metadata": {"path": str(tmp_path / "docs")}}
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources=where)
     client.execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -204,6 +207,9 @@ def test_the_quickstart_notebook_runs_on_a_real_kernel(tmp_path, cli_env, monkey
     assert len(images) >= 3  # the seed's curve, the NumPy against PyTorch curves, the sweep's curves
     assert "lr=-1.0; allowed: a finite number > 0" in text
     assert (tmp_path / "mlflow.db").is_file() and list((tmp_path / "outputs").iterdir())
+    assert list((tmp_path / "docs").iterdir()) == []  # nothing of its runs inside docs/
+    stderr = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "Warning" not in stderr, stderr  # no TqdmWarning (IProgress not found), nor any other
 
 
 def test_set_up_on_a_stock_machine_makes_its_own_venv(tmp_path):

@@ -7,7 +7,13 @@ value raises ``gdexp.ConfigError`` (see :mod:`gdexp.api`). They are imported on 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+# MLflow imports tqdm.auto, which in a Jupyter kernel without ipywidgets warns that it will draw
+# its bars as text ("TqdmWarning: IProgress not found"): a notebook's first gdexp cell would show
+# that. Text bars are what gdexp wants there; only that one warning is silenced.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "Run", "sweep", "train"]

@@ -43,7 +43,7 @@ def test_table_numbers_equal_mlflow(store):
     assert len(table) == 6
     for run_id, row in table.iterrows():
         record = client.get_run(run_id)
-        assert row["run"] == record.info.run_name
+        assert row["run"] == record.info.run_name.removesuffix(",epochs=60")  # what varies: not epochs
         assert row["status"] == record.data.tags["gdexp.status"]
         for metric in ("final_loss", "w", "pred_5", "diverged", "dist_to_opt"):
             assert row[metric] == record.data.metrics[metric], metric
@@ -141,7 +141,19 @@ def test_plots_carry_one_line_per_run(store):
     assert len(history) == sum(int(m) + 1 for m in runs["metrics.epochs_run"])
     fig = plots.curves(runs, history, by="optimizer.name")
     assert len(fig.axes[0].get_lines()) == 6
-    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"optimizer.name=sgd", "optimizer.name=adam"}
+    # Two axes at once: colour by optimizer, line style by lr (the other axis that varies), so
+    # that three lrs per optimizer are told apart; the legend reads each axis once.
+    drawn = {(ln.get_color(), ln.get_linestyle()) for ln in fig.axes[0].get_lines()}
+    assert len(drawn) == 6 and len({c for c, _ in drawn}) == 2 and len({s for _, s in drawn}) == 3
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "optimizer.name=sgd",
+        "optimizer.name=adam",
+        "lr=0.01",
+        "lr=0.05",
+        "lr=0.2",
+    ]
+    default = plots.curves(runs, history)  # no --by: the two axes that vary, the first as colour
+    assert len({(ln.get_color(), ln.get_linestyle()) for ln in default.axes[0].get_lines()}) == 6
     assert fig.axes[0].get_yscale() == "log"
     heat = plots.heatmap(runs, "lr", "optimizer.name")
     assert heat.axes[0].images[0].get_array().shape == (3, 2)
@@ -242,6 +254,13 @@ IMAGE_CHECK = """<script>window.addEventListener('load', () => {
 });</script></body>"""
 
 
+WIDTH_CHECK = """<script>window.addEventListener('load', () => {
+  const table = document.querySelector('table.gdexp-table').getBoundingClientRect().width;
+  const page = document.documentElement.scrollWidth;
+  document.body.insertAdjacentHTML('beforeend', `<p id="width">${page} ${table}</p>`);
+});</script></body>"""
+
+
 def test_report_renders_in_chromium_and_is_an_artifact_of_the_parent(store, tmp_path):
     from matplotlib.image import imread
 
@@ -271,6 +290,33 @@ def test_report_renders_in_chromium_and_is_an_artifact_of_the_parent(store, tmp_
     )
     pixels = imread(shot)
     assert pixels.shape[0] == 2400 and np.std(pixels[..., :3]) > 0.05  # not blank
+
+    # The widest table of the two sweeps (w, b, a prediction, seeds) fits a 1,400 px window: run
+    # names show only what varies, so the page has no horizontal scroll.
+    wide = report.build(sweep=store["seeds"], uri=store["uri"], out=tmp_path / "seeds.html").read_text()
+    assert ">seed=0,optimizer=sgd<" in wide  # not init=normal,epochs=30,bias=true on every row
+    probe.write_text(wide.replace("</body>", WIDTH_CHECK))
+    dom = subprocess.run(
+        [*CHROMIUM, *profile, "--window-size=1400,1000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    page_width, table_width = map(float, dom.stdout.split('<p id="width">')[-1].split("<")[0].split())
+    assert page_width <= 1400 and table_width <= 1340, (page_width, table_width)  # the page's own max-width
+
+
+def test_run_names_show_only_what_varies():
+    names = [
+        "lr=0.09145320282946535,data=line_intercept,bias=true,epochs=300",
+        "lr=0.10830211,data=line_intercept,bias=true,epochs=300",
+        "lr=0.0914532028,data=line_intercept,bias=true,epochs=300",
+    ]
+    assert compare.shown_names(names[:2]) == ["lr=0.09145", "lr=0.1083"]
+    # Two lrs one at 4, 6 and 9 digits: every name as written, less what every run shares.
+    assert compare.shown_names(names) == ["lr=0.09145320282946535", "lr=0.10830211", "lr=0.0914532028"]
+    assert compare.shown_names(["data.x=[1,2],lr=0.1", "data.x=[1,3],lr=0.1"]) == ["data.x=[1,2]", "data.x=[1,3]"]
+    assert compare.shown_names(["lr=0.1,epochs=5"]) == ["lr=0.1,epochs=5"]  # one run: its whole name
 
 
 def test_the_theory_is_in_every_table_and_all_columns_shows_every_metric(store):

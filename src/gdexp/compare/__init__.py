@@ -15,7 +15,16 @@ The Python API, for notebooks::
 """
 
 from gdexp.compare.runs import SelectionError, column, histories, parse_param, select_runs, sweeps
-from gdexp.compare.tables import FORMATS, group_table, pivot, render, runs_table, sort_table, varying_params
+from gdexp.compare.tables import (
+    FORMATS,
+    group_table,
+    pivot,
+    render,
+    runs_table,
+    shown_names,
+    sort_table,
+    varying_params,
+)
 
 __all__ = [
     "FORMATS",
@@ -27,6 +36,7 @@ __all__ = [
     "pivot",
     "render",
     "runs_table",
+    "shown_names",
     "select_runs",
     "sort_table",
     "sweeps",

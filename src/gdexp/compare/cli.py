@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="PNG plots: curves, weights, heatmap")
     _selection_args(plot)
     plot.add_argument("--kind", default="curves", choices=["curves", "weights", "heatmap", "study"])
-    plot.add_argument("--by", default=None, help="curves: colour by this param")
+    plot.add_argument("--by", default=None, help="curves: colour by this param (default: the first that varies)")
+    plot.add_argument("--style", default=None, help="curves: line style by this param (default: the next that varies)")
     plot.add_argument("--pivot", nargs=2, metavar=("ROW", "COL"), help="heatmap: the two params")
     plot.add_argument("--value", default="final_loss", help="heatmap: the metric")
     plot.add_argument("--out", default="outputs/plots", help="folder for the PNGs (default outputs/plots/)")
@@ -154,6 +155,7 @@ def _command(args: argparse.Namespace) -> None:
                 args.kind,
                 Path(args.out),
                 by=args.by,
+                style=args.style,
                 pivot=args.pivot,
                 value=args.value,
                 uri=args.tracking_uri,

@@ -6,45 +6,73 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+from matplotlib.lines import Line2D
 
 from gdexp.compare.runs import SelectionError, column, histories
-from gdexp.compare.tables import pivot
+from gdexp.compare.tables import pivot, shown_names, varying_params
 from gdexp.tracking.loss_curve import plain, short
 from gdexp.training.analysis import star_name
 from gdexp.training.data import load_data
 
+STYLES: tuple[Any, ...] = ("-", "--", ":", "-.")  # a second axis as line styles; beyond four values they repeat
 
-def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None) -> Figure:
-    """Loss against epoch, one line per run, log y; coloured by the param ``by`` when given."""
+
+def curves(runs: pd.DataFrame, history: pd.DataFrame, by: str | None = None, style: str | None = None) -> Figure:
+    """Loss against epoch, one line per run, log y. Two axes of a sweep at once: colour by the
+    param ``by`` and line style by ``style``; left out, they are the params that vary (the first
+    two), so three lrs per optimizer stay apart. One legend entry per value of each."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    groups = column(runs, by, "by").astype(str) if by else pd.Series([], dtype=str)
+    varying = [p for p in varying_params(runs) if p != "seed"]
+    if by is None and style is None and varying and len(runs) > 1:
+        by = varying[0]
+    if by is not None and style is None:
+        style = _second_axis(runs, by, varying)
+    colours = column(runs, by, "by").astype(str) if by else None
+    styles = column(runs, style, "style").astype(str) if style else None
     title = "loss per epoch"
-    if by and groups.nunique() == 1 and len(runs) > 1:  # one colour for every line says nothing
-        title = f"loss per epoch ({by} = {groups.iloc[0]} in every run)"
-        by = None
-    palette = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(groups))}
-    seen = set()
-    for i, (run_id, name) in enumerate(zip(runs["run_id"], runs["run_name"])):
+    if colours is not None and colours.nunique() == 1 and len(runs) > 1:  # one colour says nothing
+        title = f"loss per epoch ({by} = {colours.iloc[0]} in every run)"
+        by, colours = None, None
+    palette = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(colours))} if colours is not None else {}
+    dashes = {v: STYLES[i % len(STYLES)] for i, v in enumerate(dict.fromkeys(styles))} if styles is not None else {}
+    names = shown_names(list(runs["run_name"]))
+    for i, run_id in enumerate(runs["run_id"]):
         h = history[(history["run_id"] == run_id) & history["loss"].notna()]
         loss = h["loss"].to_numpy(dtype=float)
-        if by:
-            key = groups.iloc[i]
-            label = plain(f"{by}={key}") if key not in seen else None
-            seen.add(key)
-            color = palette[key]
-        else:
-            label, color = plain(short(str(name), 60)), f"C{i % 10}"
-        ax.plot(h["epoch"], np.where(loss > 0, loss, np.nan), label=label, color=color, alpha=0.85)
+        color = palette[colours.iloc[i]] if colours is not None else f"C{i % 10}"
+        line = dashes[styles.iloc[i]] if styles is not None else "-"
+        label = None if (colours is not None or styles is not None) else plain(short(names[i], 60))
+        ax.plot(h["epoch"], np.where(loss > 0, loss, np.nan), label=label, color=color, linestyle=line, alpha=0.85)
     ax.set(xlabel="epoch", ylabel="loss (MSE)", yscale="log", title=plain(title))
     ax.grid(alpha=0.3)
-    if len(runs) <= 20 or by:
+    # One entry per colour (a solid line) and per line style (in grey): the two axes, each read once.
+    handles = [Line2D([], [], color=c, label=plain(f"{by}={v}")) for v, c in palette.items()]
+    handles += [Line2D([], [], color="0.4", linestyle=d, label=plain(f"{style}={v}")) for v, d in dashes.items()]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best", ncols=2 if len(handles) > 12 else 1)
+    elif len(runs) <= 20:
         ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def _second_axis(runs: pd.DataFrame, by: str, varying: list[str]) -> str | None:
+    """The next param that varies within ``by``'s groups: ``lr`` beside ``optimizer.name``, not
+    ``optimizer.momentum``, which the optimizer decides."""
+    try:
+        groups = column(runs, by, "by").astype(str)
+    except SelectionError:
+        return None
+    for param in varying:
+        values = runs[f"params.{param}"].astype(str)
+        if param != by and values.groupby(groups.values).nunique().max() > 1:
+            return param
+    return None
 
 
 def weights(runs: pd.DataFrame, history: pd.DataFrame, run_id: str | None = None) -> Figure:
@@ -145,6 +173,7 @@ def figures(
     kind: str,
     *,
     by: str | None = None,
+    style: str | None = None,
     pivot: list[str] | None = None,
     value: str = "final_loss",
     uri: str | None = None,
@@ -158,7 +187,7 @@ def figures(
         return {f"heatmap_{value}": heatmap(runs, pivot[0], pivot[1], value)}
     history = histories(runs, uri)
     if kind == "curves":
-        return {"curves": curves(runs, history, by)}
+        return {"curves": curves(runs, history, by, style)}
     if kind == "weights":
         return {
             f"weights_{name}": weights(runs, history, run_id) for run_id, name in zip(runs["run_id"], runs["run_name"])

@@ -22,7 +22,7 @@ from gdexp.tracking.store import log_file
 
 OUTPUTS = Path("outputs")  # where a report goes unless --out says: the jobs' outputs/ folder
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1340px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table.gdexp-table { border-collapse: collapse; font-size: 0.85em; }
 table.gdexp-table th, table.gdexp-table td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
@@ -146,7 +146,7 @@ def build(
         "<h2>Runs, best final loss first</h2>",
         render(table, "html"),
     ]
-    by = axes[0] if axes else None
+    by, style = (axes + [None, None])[:2]  # the curves' colour and line style
     if len(axes) >= 2 and "metrics.final_loss" in runs:
         grid = pivot(runs, axes[0], axes[1], "final_loss").reset_index()
         grid.columns = [str(c) for c in grid.columns]
@@ -161,7 +161,7 @@ def build(
         best = next(i for i in table.index if i in set(history["run_id"]))
         sections += [
             "<h2>Loss curves</h2>",
-            f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by))}">',
+            f'<img alt="loss curves" src="{_png(plots.curves(runs, history, by, style))}">',
             f"<h2>Parameters of the best run ({escape(table.loc[best, 'run'])})</h2>",
             f'<img alt="parameters" src="{_png(plots.weights(runs, history, best))}">',
         ]

@@ -7,6 +7,7 @@ registered there shows up here without another edit.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -33,14 +34,41 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
     return [c[7:] for c in cols if runs[c].nunique(dropna=True) > 1]
 
 
+_TOKEN = re.compile(r",(?=[+~]?[A-Za-z_][\w./-]*=)")  # a run name's commas that start another key=value
+
+
+def shown_names(names: Sequence[str]) -> list[str]:
+    """Run names as a table or a legend shows them: only the ``key=value`` parts that differ
+    across ``names`` (``data=line_intercept,bias=true,epochs=300`` on every row says nothing), a
+    float to 4 significant digits (a search's ``lr=0.09145320282946535``) unless that would make
+    two names one. A name whose parts every other name shares, or the only name, is kept whole."""
+    split = [_TOKEN.split(str(n)) for n in names]
+    common = set.intersection(*(set(t) for t in split)) if len(split) > 1 else set()
+    kept = [[t for t in tokens if t not in common] for tokens in split]
+    distinct = len(set(map(str, names)))
+    for digits in (4, 6, 9, 0):  # 0: as written
+        shown = [",".join(_rounded(t, digits) for t in tokens) or str(n) for tokens, n in zip(kept, names)]
+        if len(set(shown)) == distinct:
+            break
+    return shown
+
+
+def _rounded(token: str, digits: int) -> str:
+    key, _, value = token.partition("=")
+    if not digits or len(value) <= digits + 4 or not re.fullmatch(r"-?\d+\.\d+(e-?\d+)?", value):
+        return token
+    return f"{key}={float(value):.{digits}g}"
+
+
 def runs_table(runs: pd.DataFrame, all_columns: bool = False) -> pd.DataFrame:
-    """Run name, status, the params that vary (every param with ``all_columns``), and the summary
-    metrics: final loss, final parameters, predictions, divergence, the theory's ``lr_max_stable``
-    and ``lr_optimal``, convergence, distance to optimum (every metric with ``all_columns``)."""
+    """Run name (what varies, :func:`shown_names`), status, the params that vary (every param
+    with ``all_columns``), and the summary metrics: final loss, final parameters, predictions,
+    divergence, the theory's ``lr_max_stable`` and ``lr_optimal``, convergence, distance to
+    optimum (every metric with ``all_columns``)."""
     params = sorted(c[7:] for c in runs.columns if c.startswith("params.")) if all_columns else varying_params(runs)
     table = pd.DataFrame(
         {
-            "run": runs["run_name"].values,
+            "run": shown_names(list(runs["run_name"])),
             "status": runs.get("tags.gdexp.status", runs["mlflow_status"]).fillna("-").values,
         }
     )

@@ -64,7 +64,7 @@ def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
 
     ui, port = start_ui(tmp_path, cli_env)
     try:
-        lines = ui_lines(ui, "latest sweep")
+        lines = ui_lines(ui, "loss curves")
         base = f"http://127.0.0.1:{port}"
         assert lines[0] == f"gdexp-ui: MLflow's UI for sqlite:///{tmp_path / 'mlflow.db'} on {base} (Ctrl-C stops it)"
         runs_link = re.search(r"runs of experiment gdexp: (\S+)", lines[1]).group(1)
@@ -89,6 +89,23 @@ def test_gdexp_ui_opens_on_the_sweeps_runs_in_a_browser(tmp_path, cli_env):
             page.wait_for("Model metrics", "epochs_run")
             page.type("input[placeholder='Search metric charts']", "^loss$")
             page.wait_until("return document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+        # The curves link: the sweep's children as rows of their own (not folded under a "4 matching
+        # runs" parent), charted with the loss curve first, a line for each child. A fresh profile
+        # again: the link alone, and the view gdexp-ui wrote into the experiment, decide.
+        curves_link = re.search(r"its runs' loss curves: (\S+)", lines[3]).group(1)
+        key = f"gdexp-curves-{parent}"
+        assert curves_link == (
+            f"{base}/#/experiments/1/runs?viewStateShareKey={key}&compareRunsMode=CHART&workflowType=machine_learning"
+        )
+        with browser.Browser() as page:
+            page.open(curves_link)
+            text = page.wait_for(*(f"{name} (loss)" for name in names), timeout=120)
+            charts = text.split("Model metrics", 1)[1]
+            assert charts.index("loss") < charts.index("final_loss")  # the loss curve is the first chart
+            for name in names:  # each child is a row of the runs list
+                assert page.script(
+                    "return [...document.querySelectorAll('a')].some(a => a.innerText === arguments[0])", name
+                )
     finally:
         ui.send_signal(signal.SIGINT)
         out, err = ui.communicate(timeout=60)

@@ -25,7 +25,16 @@ from typing import Any
 
 from gdexp.commandline import OneLineParser, user_errors
 from gdexp.errors import UserError, warn
-from gdexp.tracking.links import DEFAULT_UI_HOST, DEFAULT_UI_PORT, run_link, runs_link, ui_base
+from gdexp.tracking.links import (
+    DEFAULT_UI_HOST,
+    DEFAULT_UI_PORT,
+    SHARED_VIEW_TAG,
+    curves_link,
+    curves_view,
+    run_link,
+    runs_link,
+    ui_base,
+)
 from gdexp.tracking.store import check_reachable
 from gdexp.tracking.uri import masked, resolve_uri
 
@@ -73,7 +82,14 @@ def where(uri: str, experiment: str) -> tuple[str | None, str | None, str | None
         raise UIError(f"--tracking-uri={masked(uri)}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     if not latest:
         return found.experiment_id, None, None
-    return found.experiment_id, latest[0].info.run_id, latest[0].info.run_name
+    sweep = latest[0].info.run_id
+    key, view = curves_view(sweep)
+    try:  # the shared view its curves link opens; the other links work without it
+        if found.tags.get(SHARED_VIEW_TAG + key) != view:
+            client.set_experiment_tag(found.experiment_id, SHARED_VIEW_TAG + key, view)
+    except Exception as err:
+        warn(f"the sweep's curves view could not be written ({type(err).__name__}): its curves link will not open")
+    return found.experiment_id, sweep, latest[0].info.run_name
 
 
 def links(
@@ -85,6 +101,7 @@ def links(
     out = [f"  runs of experiment {experiment}: {runs_link(base, experiment_id)}"]
     if sweep:
         out.append(f"  latest sweep ({sweep_name}): {run_link(base, experiment_id, sweep)}")
+        out.append(f"  its runs' loss curves: {curves_link(base, experiment_id, curves_view(sweep)[0])}")
     return out
 
 

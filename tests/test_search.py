@@ -169,6 +169,7 @@ def test_a_larger_n_trials_adds_the_difference_and_the_same_command_adds_nothing
     assert sorted(int(r.data.tags["gdexp.trial"]) for r in runs if "gdexp.trial" in r.data.tags) == list(range(7))
 
 
+@pytest.mark.slow
 def test_a_continued_seeded_study_asks_new_trials_and_the_same_commands_ask_the_same(here):
     keys = {"epochs": 20, **LINE_B}
     seeded = ("hydra.sweeper.sampler=random", "hydra.sweeper.seed=0", SPACE)
@@ -186,6 +187,7 @@ def test_a_continued_seeded_study_asks_new_trials_and_the_same_commands_ask_the_
     assert [t.params["lr"] for t in study(here / "again").trials] == lrs
 
 
+@pytest.mark.slow
 def test_a_study_made_again_after_its_storage_was_deleted_gets_its_own_parent(here, capsys):
     keys = {"epochs": 20, **LINE_B}
     search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
@@ -202,6 +204,7 @@ def test_a_study_made_again_after_its_storage_was_deleted_gets_its_own_parent(he
         assert sorted(r.data.tags["gdexp.trial"] for r in children) == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_a_space_that_changes_kind_is_one_line_naming_the_key_before_anything_changes(here):
     keys = {"epochs": 20, **LINE_B}
     search(2, 2, "hydra.sweeper.sampler=random", "lr=interval(0.01,0.1)", **keys)
@@ -218,6 +221,7 @@ def test_a_space_that_changes_kind_is_one_line_naming_the_key_before_anything_ch
     assert [t.state for t in study(here).trials] == [TrialState.COMPLETE] * 2  # none left RUNNING
 
 
+@pytest.mark.slow
 def test_a_study_another_live_command_runs_is_refused_before_any_run(here):
     from gdexp.sweeps import search as space_of
 
@@ -256,6 +260,38 @@ def test_the_same_search_twice_at_once_holds_n_trials_under_one_parent(tmp_path,
     runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
     assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
     assert len([r for r in runs if "gdexp.trial" in r.data.tags]) == 4
+
+
+@pytest.mark.slow
+def test_n_trials_below_the_trials_done_asks_nothing_and_says_so(here, capsys):
+    keys = {"epochs": 20, **LINE_B}
+    search(4, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    before = {r.info.run_id for r in all_runs(os.environ["MLFLOW_TRACKING_URI"])}
+    capsys.readouterr()
+    search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
+    out = capsys.readouterr().out
+    assert "4 of 2 trials done" in out and "gdexp search: trials" not in out  # no batch asked
+    assert len(study(here).trials) == 4
+    runs = all_runs(os.environ["MLFLOW_TRACKING_URI"])
+    assert {r.info.run_id for r in runs} == before  # the parent reopened and closed, nothing new
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_study_where_every_trial_diverges_ends_saying_so(here, capsys):
+    df = search(4, 2, "hydra.sweeper.sampler=random", "lr=interval(0.5,1)", epochs=50)
+    out = capsys.readouterr().out
+    found = study(here)
+    assert [t.user_attrs.get("gdexp.outcome") for t in found.trials] == ["diverged"] * 4
+    assert [t.state for t in found.trials] == [TrialState.FAIL] * 4
+    searched = [line for line in out.splitlines() if line.startswith("gdexp search: ")]
+    assert searched[-1] == f"gdexp search: study {found.study_name!r}: no complete trial yet", out
+    parent = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(df.attrs["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "0 complete trials, 4 diverged, of 4" in parent.data.tags[
+        "mlflow.note.content"
+    ]
+    assert set(df["status"]) == {"diverged"} and len(df) == 4
 
 
 BAD_SPACES = [

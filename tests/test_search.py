@@ -288,9 +288,10 @@ def test_a_study_where_every_trial_diverges_ends_saying_so(here, capsys):
     searched = [line for line in out.splitlines() if line.startswith("gdexp search: ")]
     assert searched[-1] == f"gdexp search: study {found.study_name!r}: no complete trial yet", out
     parent = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(df.attrs["parent_run_id"])
-    assert parent.info.status == "FINISHED" and "0 complete trials, 4 diverged, of 4" in parent.data.tags[
-        "mlflow.note.content"
-    ]
+    assert (
+        parent.info.status == "FINISHED"
+        and "0 complete trials, 4 diverged, of 4" in parent.data.tags["mlflow.note.content"]
+    )
     assert set(df["status"]) == {"diverged"} and len(df) == 4
 
 
@@ -357,12 +358,15 @@ def _started_until(args: list[str], line: str, tmp_path, cli_env):
 
 
 @pytest.mark.slow
-def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(tmp_path, cli_env):
-    args = _long_study(n_trials=10, seed=5)
+@pytest.mark.parametrize(
+    ("stop", "launcher"), [(signal.SIGINT, "basic"), (signal.SIGTERM, "joblib")], ids=["sigint-basic", "sigterm-joblib"]
+)
+def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launcher, tmp_path, cli_env):
+    args = [*_long_study(n_trials=10, seed=5), f"hydra/launcher={launcher}"]
     sweep = _started_until(args, "trials 2-3:", tmp_path, cli_env)  # the third batch is training
-    sweep.send_signal(signal.SIGINT)
+    sweep.send_signal(stop)
     _, err = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130, err
+    assert sweep.returncode == 128 + stop, err
     first = study(tmp_path)
     interrupted = [t for t in first.trials if t.user_attrs.get("gdexp.outcome") == "interrupted"]
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
@@ -407,6 +411,39 @@ def test_a_two_parameter_study_reports_its_importances(here, capsys):
     assert sorted(r.data.params["bias"] for r in children) == sorted(
         str(t.params["bias"]).lower() for t in study(here).trials
     )
+
+
+@pytest.mark.slow
+def test_a_batched_study_stopped_by_sigterm_mid_population_resumes_to_exactly_n_trials(tmp_path, cli_env):
+    args = [*_long_study(n_trials=6, seed=5)[:-2], "epochs=6000", "hydra/launcher=batched"]
+    sweep = start_gdexp(args, tmp_path, cli_env)
+    seen, deadline = "", time.time() + 240
+    while time.time() < deadline and "trials 0-1:" not in seen:  # the first population trained
+        seen += sweep.stdout.readline()
+    while time.time() < deadline and not seen.endswith("up to 6000 epochs\n"):  # the second one trains
+        seen += sweep.stdout.readline()
+    time.sleep(1.0)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 128 + signal.SIGTERM, err
+    assert "2 killed" in out, out
+    first = study(tmp_path)
+    assert [t.user_attrs.get("gdexp.outcome") for t in first.trials[2:]] == ["interrupted"] * 2
+    runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+    killed = [r for r in runs if r.info.status == "KILLED" and "gdexp.trial" in r.data.tags]
+    # The population's members end KILLED with their curves so far, each its own run.
+    assert len(killed) == 2 and all(0 < r.data.metrics["epochs_run"] < 6000 for r in killed)
+
+    again = gdexp(args, tmp_path, cli_env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    final = study(tmp_path)
+    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == 6
+    runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+    children = [r for r in runs if "gdexp.trial" in r.data.tags]
+    assert len([r for r in children if r.info.status == "FINISHED"]) == 6
+    assert len(children) == 8 and not [r for r in runs if r.info.status == "RUNNING"]  # 6 + the 2 killed
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert parent.info.status == "FINISHED"
 
 
 @pytest.mark.slow

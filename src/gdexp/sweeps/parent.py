@@ -21,7 +21,15 @@ from gdexp.sweeps.summary import SweepOutcome, sweep_params
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.links import run_link, ui_base
-from gdexp.tracking.record import SWEEP_FILE, DamagedRecord, RunInfo, SweepInfo, find_records, process_gone
+from gdexp.tracking.record import (
+    SWEEP_FILE,
+    DamagedRecord,
+    RunInfo,
+    SweepInfo,
+    find_records,
+    process_gone,
+    recorded_curves,
+)
 from gdexp.tracking.store import first_open_lock
 from gdexp.tracking.sync import sync
 from gdexp.tracking.tags import masked_overrides, shown_overrides, source_tags
@@ -257,6 +265,11 @@ def mark_killed(folder: Path) -> int:
         if info.status == "RUNNING" and process_gone(info.host, info.pid):
             info.status = "KILLED"
             info.tags = {**info.tags, "gdexp.status": "killed"}
+            if not any(name == "epochs_run" for name, _, _ in info.metrics):
+                # A job killed before it could say how far it got: as far as its curve goes.
+                ran = recorded_curves(path.parent)
+                epochs = max((step for name, _, step in ran if name == "loss"), default=0)
+                info.metrics = [*info.metrics, ("epochs_run", float(epochs), 0)]
             info.save(path.parent)
             marked += 1
     sweep_file = folder / SWEEP_FILE

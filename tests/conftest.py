@@ -245,10 +245,17 @@ def server(postgres, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def slurm():
+def slurm(request):
     """A single-node Slurm cluster with accounting (``scripts/slurm_cluster.sh``), installed with
     apt where it is missing and this is root; the tests that use it skip, saying why, where it
     cannot be installed. Its ``slurm.conf`` path is in ``SLURM_CONF`` while the session runs."""
+    first = getattr(request, "_pyfuncitem", request.node).nodeid  # the test that asked first
+    if os.environ.get("PYTEST_XDIST_WORKER") and not first.endswith("@slurm"):
+        # Two workers would each start a cluster on Slurm's fixed ports and one machine's munged.
+        pytest.fail(
+            f"xdist's --dist loadgroup did not group {first} (pytest {pytest.__version__}): "
+            "the Slurm tests must share one worker; install the pytest pyproject.toml names"
+        )
     missing = [b for b in ("sbatch", "slurmctld", "slurmdbd", "munged", "mariadbd") if not _on_path(b)]
     if missing and (os.geteuid() != 0 or not shutil.which("apt-get")):
         pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing) and this is not root with apt-get")

@@ -223,7 +223,7 @@ def test_a_space_that_changes_kind_is_one_line_naming_the_key_before_anything_ch
 
 @pytest.mark.slow
 def test_a_study_another_live_command_runs_is_refused_before_any_run(here):
-    from gdexp.sweeps import search as space_of
+    from gdexp.sweeps import owner
 
     keys = {"epochs": 20, **LINE_B}
     search(2, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
@@ -232,7 +232,7 @@ def test_a_study_another_live_command_runs_is_refused_before_any_run(here):
     try:
         with open(f"/proc/{other.pid}/stat") as fh:
             started = fh.read().rsplit(")", 1)[1].split()[19]
-        found.set_user_attr(space_of.OWNER, f"{socket.gethostname()} {other.pid} {started}")
+        found.set_user_attr(owner.OWNER, f"{socket.gethostname()} {other.pid} {started}")
         before = len(all_runs(os.environ["MLFLOW_TRACKING_URI"]))
         with pytest.raises(ConfigError, match=rf"the command with pid {other.pid} on .* is running this study now"):
             search(4, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
@@ -242,7 +242,7 @@ def test_a_study_another_live_command_runs_is_refused_before_any_run(here):
         other.wait()
     # Its process gone (or its pid taken by another process), the claim is stale: the study goes on.
     search(4, 2, "hydra.sweeper.sampler=random", SPACE, **keys)
-    assert len(study(here).trials) == 4 and study(here).user_attrs[space_of.OWNER] == ""
+    assert len(study(here).trials) == 4 and study(here).user_attrs[owner.OWNER] == ""
 
 
 @pytest.mark.slow

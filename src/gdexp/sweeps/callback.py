@@ -20,7 +20,7 @@ from gdexp.config import ConfigError
 from gdexp.explain import one_line
 from gdexp.job import check
 from gdexp.session import SESSION
-from gdexp.sweeps import search
+from gdexp.sweeps import owner, search
 from gdexp.sweeps.overrides import apply_overrides, member_override
 from gdexp.sweeps.parent import SweepRun
 from gdexp.sweeps.settings import check_launcher, draws_loss_curves, is_search
@@ -107,8 +107,8 @@ class SweepCallback(Callback):
                 name = found.study_name
                 preflight(config, [*space.fixed, *search.corners(space)])
                 jobs = settings.n_trials
-                key = search.study_key(name, search.study_uid(found))
-                claim = lambda: search.claim(found)  # noqa: E731
+                key = search.study_key(name, owner.study_uid(found))
+                claim = lambda: owner.claim(found)  # noqa: E731
             folder = sweep_dir(config.hydra.sweep.dir, config.hydra.runtime.cwd)
             SESSION.hold_folder(folder)
             self.sweep = SweepRun(folder, target_of(config), study=name)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gdexp.failures import note_failures
-from gdexp.sweeps import search
+from gdexp.sweeps import owner, search
 from gdexp.sweeps.parent import SweepRun
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.record import read_sweep, sweep_dir
@@ -169,7 +169,7 @@ def run_study(config: DictConfig, launcher: Launcher, arguments: list[str]) -> l
     try:
         return _run(study, settings, space, config, launcher)
     finally:
-        search.release(study)
+        owner.release(study)
 
 
 def _run(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import all_runs, gdexp, start_gdexp, wait_until
+from conftest import all_runs, gdexp, gdexp_here, start_gdexp, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
@@ -412,21 +412,31 @@ mount -o remount,size=256m {small} || exit 92
     assert after["config_files"] == after["history_files"] == n, after
 
 
-def test_two_bulk_sweeps_into_one_sqlite_store_at_once_while_a_reader_reads(tmp_path, cli_env):
-    """Two batched sweeps write into one SQLite store at the same time while gdexp-compare's
-    reader reads it over and over: every run of each lands once, under its own parent, and every
-    read gets an answer."""
+@pytest.mark.parametrize("first", ["batched", "basic"])
+def test_two_sweeps_into_one_sqlite_store_at_once_while_a_reader_reads(first, tmp_path, cli_env):
+    """Two sweeps write into one SQLite store at the same time (two batched ones, whose runs go in
+    by bulk transactions; or a basic one, each run through its job's writer, beside a batched
+    one) while gdexp-compare's reader reads it over and over: every run of each lands once, under
+    its own parent, and every read gets an answer."""
     from gdexp.compare.runs import select_runs
 
     uri = cli_env["MLFLOW_TRACKING_URI"]
-    grids = [["lr=0.001,0.002,0.005,0.01", "seed=range(0,6)"], ["lr=0.02,0.05,0.1,0.2", "seed=range(0,6)"]]
+    seeds = "seed=range(0,6)" if first == "batched" else "seed=range(0,2)"  # a basic sweep's runs take seconds
+    grids = [["lr=0.001,0.002,0.005,0.01", seeds], ["lr=0.02,0.05,0.1,0.2", "seed=range(0,6)"]]
     sweeps = [
         start_gdexp(
-            ["-m", "hydra/launcher=batched", *g, "epochs=60", "data=line_intercept", f"hydra.sweep.dir={tmp_path / d}"],
+            [
+                "-m",
+                f"hydra/launcher={launcher}",
+                *g,
+                "epochs=60",
+                "data=line_intercept",
+                f"hydra.sweep.dir={tmp_path / d}",
+            ],
             tmp_path,
             cli_env,
         )
-        for g, d in zip(grids, "ab")
+        for g, d, launcher in zip(grids, "ab", [first, "batched"])
     ]
     answers, errors = [], []
     try:
@@ -447,11 +457,14 @@ def test_two_bulk_sweeps_into_one_sqlite_store_at_once_while_a_reader_reads(tmp_
     runs = all_runs(uri)
     parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    sizes = []
     for parent in parents:
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 24 and {r.info.status for r in children} == {"FINISHED"}
-        assert len({r.data.tags["gdexp.config_hash"] for r in children}) == 24
-    assert len(select_runs(sweep="all", uri=uri)) == 48
+        assert {r.info.status for r in children} == {"FINISHED"}
+        assert len({r.data.tags["gdexp.config_hash"] for r in children}) == len(children)
+        sizes.append(len(children))
+    expected = [24, 24] if first == "batched" else [8, 24]
+    assert sorted(sizes) == expected and len(select_runs(sweep="all", uri=uri)) == sum(expected)
 
 
 def test_a_second_sweep_into_a_sweep_directory_in_use_is_one_line_and_makes_no_run(tmp_path, cli_env):
@@ -747,3 +760,30 @@ def test_a_report_on_runs_of_an_older_schema(tmp_path, cli_env):
         shown = gdexp(args, tmp_path, cli_env, module="gdexp.compare")
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, (args, shown.stderr[-2000:])
     assert "lr=0.2" in (tmp_path / "outputs" / f"report-{parent[:8]}.html").read_text()
+
+
+def test_a_symlinked_sweep_directory_synced_by_both_paths_stores_each_run_once(tmp_path, cli_env):
+    """multirun/ a symlink to another disk (a scratch or shared file system): a sweep recorded
+    there, then synced into another store once through the link and once through the real path,
+    is stored there once, under one parent."""
+    real = tmp_path / "scratch" / "runs"
+    real.mkdir(parents=True)
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    (launch / "multirun").symlink_to(real, target_is_directory=True)
+    done = gdexp_here(
+        ["-m", "lr=0.01,0.1", "optimizer=sgd,adam", "epochs=5", "hydra.sweep.dir=multirun/s"],
+        launch,
+        cli_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list(real.glob("s/*/run.json"))) == 4  # the records are on the link's far side
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    first = gdexp_here([str(launch / "multirun" / "s"), "--tracking-uri", uri], launch, cli_env, module="gdexp.sync")
+    second = gdexp_here([str(real / "s"), "--tracking-uri", uri], launch, cli_env, module="gdexp.sync")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.strip().splitlines()[-1] == "4 created, 0 completed, 0 up to date", first.stdout
+    assert second.stdout.strip().splitlines()[-1] == "0 created, 0 completed, 4 up to date", second.stdout
+    runs = all_runs(uri)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4 and len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import browser
 import pytest
-from conftest import REPO, SEEDS, gdexp
+from conftest import REPO, SEEDS, all_runs, gdexp
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -371,3 +371,41 @@ def test_the_api_and_the_command_say_the_same_line(keys, tmp_path, cli_env, monk
     with pytest.raises(api.ConfigError) as raised:
         api.train(**{key: value})
     assert done.returncode == 2 and done.stderr == f"gdexp: error: {raised.value}\n"
+
+
+def test_ctrl_c_in_a_batched_sweep_in_a_notebook_kernel(tmp_path, cli_env, monkeypatch):
+    """A batched gdexp.sweep interrupted from Jupyter (the kernel gets SIGINT): the cell raises
+    KeyboardInterrupt, every member's run ends KILLED with its curve so far, nothing is left
+    RUNNING, and the same kernel runs the next sweep."""
+    from jupyter_client.manager import start_new_kernel
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cli_env["MLFLOW_TRACKING_URI"])
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        kc.execute_interactive("import gdexp", timeout=120)
+        outputs: list[str] = []
+        cell = 'gdexp.sweep(lr=[0.01, 0.02], epochs=2_000_000, launcher="batched", quiet=True)'
+        msg_id = kc.execute(cell)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not all_runs(cli_env["MLFLOW_TRACKING_URI"]):
+            time.sleep(0.5)  # the sweep's parent run is made before the population starts
+        time.sleep(5.0)  # the population trains (2,000,000 epochs: minutes)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=180)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=180)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt", reply
+        runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
+        members = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(members) == 2 and {r.info.status for r in members} == {"KILLED"}
+        assert all(0 < r.data.metrics["epochs_run"] < 2_000_000 for r in members)
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        after = kc.execute_interactive(
+            'print(len(gdexp.sweep(lr=[0.1], epochs=20, launcher="batched", quiet=True)))',
+            timeout=180,
+            output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+        )
+        assert after["content"]["status"] == "ok" and "".join(outputs).strip() == "1", outputs
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

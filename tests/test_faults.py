@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -787,3 +788,25 @@ def test_a_symlinked_sweep_directory_synced_by_both_paths_stores_each_run_once(t
     runs = all_runs(uri)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4 and len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
+
+
+def test_the_launch_directory_deleted_mid_run_fails_the_run_in_one_line(tmp_path, cli_env):
+    """The directory a run was launched from (its outputs/ with it) removed while it trains, the
+    store elsewhere: one line and exit 1, the MLflow run FAILED with its curve so far, not left
+    RUNNING, and no process of it left behind."""
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    run = start_gdexp(["epochs=300000", "engine=autograd", "tracking.flush_seconds=0.2"], launch, cli_env)
+    client = MlflowClient(uri)
+    assert wait_until(lambda: any(r.data.metrics for r in all_runs(uri)), timeout=180), "the run never logged"
+    children = psutil.Process(run.pid).children(recursive=True)  # its writer
+    shutil.rmtree(launch)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 1, err
+    assert err.startswith("gdexp: error: the run's directory ") and err.count("\n") == 1, err
+    assert "was deleted while it trained" in err and "Traceback" not in err
+    (stored,) = all_runs(uri)
+    assert stored.info.status == "FAILED" and stored.data.tags["gdexp.status"] == "failed"
+    assert client.get_metric_history(stored.info.run_id, "loss")  # its curve so far
+    assert wait_until(lambda: not [c for c in children if c.is_running()], timeout=30)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import OPTIMIZERS, all_runs, gdexp, make_config, run, start_gdexp
+from conftest import OPTIMIZERS, REPO, all_runs, gdexp, make_config, run, start_gdexp
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
@@ -407,3 +407,19 @@ def test_member_configs_are_the_copy_and_check_of_each_member(member, interpolat
     expected = outcome(reference)
     assert outcome(lambda: configs.config(parsed)) == expected
     assert outcome(lambda: configs.config(parsed)) == expected  # and again, from the cache
+
+
+@pytest.mark.slow
+def test_a_5000_run_batched_sweep_stays_under_1_gib(tmp_path):
+    """The peak of the summed RSS of the command and every process it starts (its writers), for
+    a 5,000-run batched sweep into SQLite, measured as benchmarks/bench_scale.py measures it
+    (845 MiB at 10,000 runs there); every run FINISHED under one parent afterwards."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scale", REPO / "benchmarks" / "bench_scale.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.sweep(f"sqlite:///{tmp_path / 'mlflow.db'}", 5000, None, tmp_path)
+    print(f"5,000 runs: {result}")
+    assert result["peak_mib"] < 1024, result

@@ -9,11 +9,17 @@ when the session (:data:`gdexp.session.SESSION`) holds any (2 when all were bad 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from gdexp.errors import UserError
 from gdexp.explain import is_config_error, one_line
 from gdexp.session import SESSION, JobFailure
 from gdexp.tracking.tags import run_name
+from gdexp.tracking.uri import TrackingError
+
+if TYPE_CHECKING:
+    from gdexp.tracking.client import Tracker
 
 
 def job_failed(overrides: list[str], err: BaseException, multirun: bool) -> dict[str, Any]:
@@ -40,3 +46,22 @@ def note_failures(returns: Any) -> None:
         elif isinstance(value, BaseException):  # raised past the task function (Hydra kept it)
             name = run_name(list(getattr(ret, "overrides", None) or []))
             SESSION.failures.append(JobFailure(name, one_line(value), is_config_error(value), swept=True))
+
+
+def fail_if_gone(output_dir: Path, tracker: Tracker | None, run_id: str | None) -> None:
+    """If the run's directory was deleted while it trained (its launch directory removed, a
+    scratch disk wiped), its record cannot be kept: the MLflow run ends FAILED with its curve so
+    far, and the job fails in one line (exit 1), never as a traceback or a run left RUNNING."""
+    if output_dir.is_dir():
+        return
+    if tracker is not None and run_id is not None:
+        try:
+            tracker.set_tags(run_id, {"gdexp.status": "failed"})
+            tracker.end_run(run_id, "FAILED")
+        except TrackingError:
+            pass  # the store went with it: nothing is left RUNNING there either
+    raise UserError(
+        f"the run's directory {output_dir} was deleted while it trained; its record is lost"
+        + (f", its MLflow run {run_id} ended FAILED with its curve so far" if run_id else ""),
+        status=1,
+    ) from None

@@ -23,7 +23,7 @@ from gdexp.checks import validate
 from gdexp.config import config_hash, flatten, plain_gradient_descent, resolved
 from gdexp.configfile import config_yaml
 from gdexp.console import check_table_format, print_summary, progress, say_skipped
-from gdexp.errors import UserError
+from gdexp.failures import fail_if_gone
 from gdexp.outcome import Outcome
 from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG, dataset_spec, run_description
@@ -266,23 +266,6 @@ class Job:
         return outcome, (run, files)
 
 
-def _directory_gone(output_dir: Path, tracker: Tracker | None, run_id: str | None) -> None:
-    """The run's directory was deleted while it trained (its launch directory removed, a scratch
-    disk wiped): its record cannot be kept, so the MLflow run ends FAILED with its curve so far,
-    and the job fails in one line (exit 1), never as a traceback or a run left RUNNING."""
-    if tracker is not None and run_id is not None:
-        try:
-            tracker.set_tags(run_id, {"gdexp.status": "failed"})
-            tracker.end_run(run_id, "FAILED")
-        except TrackingError:
-            pass  # the store went with it: nothing is left RUNNING there either
-    raise UserError(
-        f"the run's directory {output_dir} was deleted while it trained; its record is lost"
-        + (f", its MLflow run {run_id} ended FAILED with its curve so far" if run_id else ""),
-        status=1,
-    ) from None
-
-
 def run_job(
     cfg: DictConfig,
     *,
@@ -308,10 +291,8 @@ def run_job(
 
     load_engine(cfg.engine.value)  # Lightning too, while the writer opens the store
 
-    c = cfg
-    linear = make_linear(
-        job.data.n_features, job.data.n_targets, c.bias, c.init.value, c.init_std, c.seed, c.dtype.value
-    )
+    data, c = job.data, cfg
+    linear = make_linear(data.n_features, data.n_targets, c.bias, c.init.value, c.init_std, c.seed, c.dtype.value)
     run_id = None
     if tracker is not None:
         try:
@@ -358,8 +339,7 @@ def run_job(
             finally:
                 history.on_flush = flush
     finally:
-        if not output_dir.is_dir():
-            _directory_gone(output_dir, tracker, run_id)
+        fail_if_gone(output_dir, tracker, run_id)  # the run's directory deleted while it trained
         history.flush()
         outcome = job.close(history, end_status, run_id)
         tags = job.final_tags(outcome)

@@ -196,6 +196,9 @@ def _serve(args: argparse.Namespace) -> None:
     if not _port_free(args.host, args.port):
         raise UIError(f"--port={args.port}: {args.host}:{args.port} is in use; allowed: a free port (--port 5001)")
     found = where(uri, args.experiment)
+    # The store's file as served, taken before any line is printed: one deleted as soon as the
+    # first line appears is still told from the one that was served.
+    store = _store_file(uri)
     base = ui_base(None, args.host, args.port)
     with tempfile.NamedTemporaryFile(prefix="gdexp-ui-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
@@ -227,7 +230,6 @@ def _serve(args: argparse.Namespace) -> None:
             )
         for line in links(base, args.experiment, *found):
             print(line, flush=True)
-        store = _store_file(uri)
         while process.poll() is None:
             if stopping and time.monotonic() - stopping[0] > 10:
                 os.killpg(process.pid, signal.SIGKILL)  # the server's graceful end took too long

@@ -56,6 +56,18 @@ def drop_unused_run_dir(folder: Path, launch_dir: Path) -> None:
         return
     if {p.name for p in folder.iterdir()} - HYDRA_ONLY:
         return
+    import logging
+
+    # Hydra's handler on run.log goes with it: left open, the next job's logging would reopen it.
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+                logger.removeHandler(handler)
+                handler.close()
     shutil.rmtree(folder, ignore_errors=True)
     for parent in folder.parents:
         if parent == launch_dir or launch_dir not in parent.parents:

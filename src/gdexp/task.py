@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,6 @@ def drop_unused_run_dir(folder: Path, launch_dir: Path) -> None:
         return
     if {p.name for p in folder.iterdir()} - HYDRA_ONLY:
         return
-    import logging
-
     # Hydra's handler on run.log goes with it: left open, the next job's logging would reopen it.
     loggers = [
         logging.getLogger(),

@@ -269,6 +269,61 @@ def test_the_resume_of_a_sigkilled_sweep_ends_what_it_left_running_without_a_syn
     assert [p.info.status for p in parents] == ["FINISHED"]
 
 
+KILLED_AS_ITS_RUN_IS_MADE = """
+import os, signal, sys
+from gdexp.tracking.client import Tracker
+from gdexp.run import main
+
+made = Tracker.start_run
+
+def start_run(self, name, tags, *args, **kwargs):
+    run_id = made(self, name, tags, *args, **kwargs)
+    if "gdexp.record_id" in tags:  # a job's run (not the sweep's parent): stored, not yet told
+        os.killpg(0, signal.SIGKILL)
+    return run_id
+
+Tracker.start_run = start_run
+sys.argv[0] = "gdexp.run"
+main()
+"""
+
+
+@pytest.mark.parametrize("then", ["resume", "sync"])
+def test_a_sigkill_just_after_a_jobs_run_is_made_leaves_no_run_running(then, tmp_path, cli_env):
+    """The narrowest window of a lost node: a job's MLflow run is made and the process group is
+    SIGKILLed before the job does anything else. Its record, written before the run, names it:
+    the resume (no gdexp-sync) or gdexp-sync ends it, and nothing is left RUNNING or doubled."""
+    uri = cli_env["MLFLOW_TRACKING_URI"]
+    script = tmp_path / "killed_as_its_run_is_made.py"
+    script.write_text(KILLED_AS_ITS_RUN_IS_MADE)
+    grid = ["-m", "lr=0.01,0.02", "epochs=50", "engine=autograd"]
+    killed = subprocess.run(
+        [sys.executable, str(script), *grid, f"hydra.sweep.dir={tmp_path / 'killed'}"],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert statuses(uri) == Counter({"RUNNING": 2})  # the parent, and the first job's run
+    [record] = records(tmp_path / "killed")
+    assert record.status == "RUNNING" and record.mlflow_run_id is None
+    if then == "sync":
+        synced = gdexp([str(tmp_path / "killed")], tmp_path, cli_env, module="gdexp.sync")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert statuses(uri) == Counter({"FAILED": 1, "KILLED": 1}), synced.stdout  # the job died, the sweep ended
+        return
+    resumed = gdexp([*grid, "tracking.skip_finished=true", f"hydra.sweep.dir={tmp_path / 'killed'}"], tmp_path, cli_env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "gdexp: closed first what the killed sweep in" in resumed.stderr
+    runs = all_runs(uri)
+    assert Counter(r.info.status for r in runs) == Counter({"FINISHED": 3, "KILLED": 1})
+    finished = [r.data.tags.get("gdexp.config_hash") for r in runs if r.info.status == "FINISHED"]
+    assert len(set(finished) - {None}) == 2  # each configuration once, beside the parent
+
+
 # --------------------------------------------------------------------------- two processes, one store
 
 

@@ -3,8 +3,10 @@ notebook on a Jupyter kernel, the set-up on a machine with only ``python3``, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
+import queue
 import re
 import select
 import shutil
@@ -384,12 +386,17 @@ def test_ctrl_c_in_a_batched_sweep_in_a_notebook_kernel(tmp_path, cli_env, monke
     try:
         kc.execute_interactive("import gdexp", timeout=120)
         outputs: list[str] = []
-        cell = 'gdexp.sweep(lr=[0.01, 0.02], epochs=2_000_000, launcher="batched", quiet=True)'
+        cell = 'gdexp.sweep(lr=[0.01, 0.02], epochs=2_000_000, launcher="batched")'
         msg_id = kc.execute(cell)
+        said = ""  # the cell's output, up to the launcher's line that the population starts training
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not all_runs(cli_env["MLFLOW_TRACKING_URI"]):
-            time.sleep(0.5)  # the sweep's parent run is made before the population starts
-        time.sleep(5.0)  # the population trains (2,000,000 epochs: minutes)
+        while time.monotonic() < deadline and "training 2 runs" not in said:
+            with contextlib.suppress(queue.Empty):
+                msg = kc.get_iopub_msg(timeout=1)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                    said += msg["content"]["text"]
+        assert "training 2 runs" in said, said
+        time.sleep(3.0)  # the population trains (2,000,000 epochs: minutes)
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=180)
         while reply["parent_header"].get("msg_id") != msg_id:

@@ -217,9 +217,6 @@ class Job:
             prediction=outcome.prediction() if outcome.history.epochs else "",
         )
 
-    def skipped(self, run_id: str) -> None:
-        say_skipped(self.name, run_id)
-
     def tracking_lost(self, err: Exception) -> None:
         """Say that the store failed this job; its record keeps everything."""
         print(
@@ -293,6 +290,8 @@ def run_job(
 
     data, c = job.data, cfg
     linear = make_linear(data.n_features, data.n_targets, c.bias, c.init.value, c.init_std, c.seed, c.dtype.value)
+    history = job.history(param_row(linear))
+    record = job.record(history)
     run_id = None
     if tracker is not None:
         try:
@@ -300,21 +299,22 @@ def run_job(
             if cfg.tracking.skip_finished:
                 done = tracker.finished_run(job.tags["gdexp.config_hash"])
                 if done:
-                    job.skipped(done)
+                    say_skipped(job.name, done)
                     return None
             earlier = unfinished_attempt(output_dir, job.tags["gdexp.config_hash"])
+            record.start(job.config_yaml)  # first: a job killed as its run is made leaves a record naming it
             run_id = tracker.start_run(job.name, job.tags, job.params, job.started_ms, job.dataset)
+            record.started_as(run_id)
             if earlier:  # this job ran here before and was stopped (a Slurm requeue): this run replaces it
                 tracker.set_tags(earlier, {SUPERSEDED_TAG: run_id})
         except TrackingError as err:
             if sweep is None:
+                record.discard()
                 raise  # fail fast: nothing has trained yet
             job.tracking_lost(err)
             tracker = None
-
-    history = job.history(param_row(linear))
-    record = job.record(history, run_id)
-    record.start(job.config_yaml)
+    if not record.started:
+        record.start(job.config_yaml)
 
     def flush(first_step: int) -> None:
         record.append_history()

@@ -13,6 +13,7 @@ last flush; a batched member, which has ended when it is recorded, writes its re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -132,14 +133,29 @@ class RunRecord:
         self.history, self.data, self.bias, self.points = history, data, bias, points
         self.header = ["epoch", "loss", *history.param_names, *pred_columns]
         self._written = 0  # history rows (steps) already in history.csv
-        folder.mkdir(parents=True, exist_ok=True)
+        self.started = False
 
     def start(self, config_yaml: str) -> None:
         """A run that starts: its config, the header of its history, and ``run.json`` RUNNING."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "config.yaml").write_text(config_yaml)
         with (self.folder / "history.csv").open("w", newline="") as fh:
             csv.writer(fh).writerow(self.header)
         self.info.save(self.folder)
+        self.started = True
+
+    def started_as(self, run_id: str) -> None:
+        """The MLflow run made for this record, named in ``run.json``."""
+        self.info.mlflow_run_id = run_id
+        self.info.save(self.folder)
+
+    def discard(self) -> None:
+        """A record started for a run that never trained (its store refused the run): gone."""
+        for name in (RECORD_FILE, "config.yaml", "history.csv"):
+            (self.folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()  # if this record made it
+        self.started = False
 
     def append_history(self) -> None:
         """Append every step recorded since the last call to ``history.csv``."""
@@ -157,6 +173,7 @@ class RunRecord:
     def write_whole(self, config_yaml: str, status: str, tags: dict[str, str], metrics: list[MetricRow]) -> None:
         """A run that has ended, written at once: config and whole history first (each atomically),
         ``run.json`` last."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         write_atomically(self.folder / "config.yaml", config_yaml)
         table = io.StringIO(newline="")
         writer = csv.writer(table)

@@ -7,6 +7,7 @@ run's ``history.csv`` read straight from a local artifact store, never a request
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -85,14 +86,19 @@ def _tagged(client, exp, tag: tuple[str, str] | None) -> pd.DataFrame:
         return _search(client, exp, f"tags.`{tag[0]}` = '{tag[1]}'" if tag else "")
     found = read_runs(store, exp.experiment_id, tag)
     frame = pd.DataFrame(found.runs, columns=["run_id", "run_name", "mlflow_status", "start_time", "artifact_uri"])
+    at = {run_id: i for i, run_id in enumerate(frame["run_id"])}
+    columns: dict[str, list[Any]] = {}
     for prefix, rows in (("params.", found.params), ("metrics.", found.metrics), ("tags.", found.tags)):
-        if rows:
-            long = pd.DataFrame(rows, columns=["run_id", "key", "value"])
-            wide = long.pivot(index="run_id", columns="key", values="value")
-            wide = wide[pd.unique(long["key"])]  # the keys in the order the runs hold them
-            wide.columns = [prefix + k for k in wide.columns]
-            frame = frame.join(wide, on="run_id")
-    return frame
+        # (run, key, value) rows into a column a key, in the order the runs hold the keys, NaN where
+        # a run lacks one: pandas' pivot and join of the same rows cost five times as long.
+        for run_id, key, value in rows:
+            i = at.get(run_id)
+            if i is not None:  # a run made between two of the queries: not in this selection
+                column = columns.get(prefix + key)
+                if column is None:
+                    column = columns[prefix + key] = [math.nan] * len(at)
+                column[i] = value
+    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1) if columns else frame
 
 
 def _search(client, exp, filter_string: str) -> pd.DataFrame:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from omegaconf import DictConfig
 from servers import MlflowServer, Postgres
 
@@ -19,6 +21,26 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "tests" / "seeds"  # copies of ../shared/seeds/: the notebooks whose tables gdexp prints
 ACCELERATOR = os.environ.get("GDEXP_TEST_ACCELERATOR")  # e.g. gpu: in-process jobs train there
 OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
+
+
+# Hypothesis keeps its files (its example database, its caches) in a temporary folder, not in
+# .hypothesis/ in the checkout, which the tests never write into (pytest_sessionfinish checks).
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="gdexp-hypothesis-"))
+settings.register_profile("gdexp", database=None)
+settings.load_profile("gdexp")
+CHECKOUT_ENTRIES = {p.name for p in REPO.iterdir()}
+PYTESTS_OWN = {".pytest_cache"}  # pytest's cache (-p no:cacheprovider turns it off)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite wrote nothing into the checkout: a run's store, artifacts or outputs made
+    there (a relative path resolved against the directory pytest runs in) fail the session."""
+    if hasattr(session.config, "workerinput"):
+        return  # a worker: the controller checks once, at the end
+    made = sorted({p.name for p in REPO.iterdir()} - CHECKOUT_ENTRIES - PYTESTS_OWN)
+    if made:
+        session.config.get_terminal_writer().line(f"the tests wrote into the checkout: {made}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -805,7 +805,8 @@ def test_a_report_on_runs_of_an_older_schema(tmp_path, cli_env):
     """Runs without gdexp's tags, summary metrics, config or history (an older version): reported."""
     uri = cli_env["MLFLOW_TRACKING_URI"]
     client = MlflowClient(uri)
-    experiment = client.create_experiment("gdexp")
+    # its artifacts beside its store (MLflow's default, ./mlruns, is the directory pytest runs in)
+    experiment = client.create_experiment("gdexp", artifact_location=(tmp_path / "mlartifacts").as_uri())
     parent = client.create_run(experiment, run_name="sweep lr=0.1,0.2", tags={"gdexp.role": "sweep"}).info.run_id
     for lr in ("0.1", "0.2"):
         run = client.create_run(experiment, run_name=f"lr={lr}", tags={"mlflow.parentRunId": parent})

@@ -321,7 +321,8 @@ def test_a_bad_search_space_is_one_line_before_any_trial(space, line, tmp_path, 
 
 
 def _long_study(n_trials: int, seed: int) -> list[str]:
-    """A study of per-run jobs long enough (20,000 autograd epochs) to be stopped mid-batch."""
+    """A study of per-run jobs long enough (6,000 autograd epochs, seconds a trial) to be stopped
+    mid-batch."""
     return [
         "-m",
         "hydra/sweeper=optuna",
@@ -331,7 +332,7 @@ def _long_study(n_trials: int, seed: int) -> list[str]:
         f"hydra.sweeper.seed={seed}",
         "lr=interval(0.01,0.1)",
         "engine=autograd",
-        "epochs=20000",
+        "epochs=6000",
         "tracking.flush_seconds=0.2",
     ]
 
@@ -362,7 +363,8 @@ def _started_until(args: list[str], line: str, tmp_path, cli_env):
     ("stop", "launcher"), [(signal.SIGINT, "basic"), (signal.SIGTERM, "joblib")], ids=["sigint-basic", "sigterm-joblib"]
 )
 def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launcher, tmp_path, cli_env):
-    args = [*_long_study(n_trials=10, seed=5), f"hydra/launcher={launcher}"]
+    n = 6  # three batches of two: stopped in the last, while it trains
+    args = [*_long_study(n_trials=n, seed=5), f"hydra/launcher={launcher}"]
     sweep = _started_until(args, "trials 2-3:", tmp_path, cli_env)  # the third batch is training
     sweep.send_signal(stop)
     _, err = sweep.communicate(timeout=120)
@@ -375,20 +377,20 @@ def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launche
     again = gdexp(args, tmp_path, cli_env, timeout=600)
     assert again.returncode == 0, again.stderr
     final = study(tmp_path)
-    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == 10
+    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == n
     runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
     children = [r for r in runs if "gdexp.trial" in r.data.tags]
     finished = [r for r in children if r.info.status == "FINISHED"]
     killed = [r for r in children if r.info.status == "KILLED"]
     # The trial that was training is KILLED with its curve so far; one of its batch not yet started
     # has no run. Nothing is left RUNNING, nothing is doubled.
-    assert len(finished) == 10 and 1 <= len(killed) <= len(interrupted) and len(children) == 10 + len(killed)
+    assert len(finished) == n and 1 <= len(killed) <= len(interrupted) and len(children) == n + len(killed)
     assert len({r.data.tags["gdexp.trial"] for r in children}) == len(children)  # one run per trial
     assert {r.data.tags["gdexp.trial"] for r in killed} <= {str(t.number) for t in interrupted}
     assert all(r.data.metrics.get("epochs_run", 0) > 0 for r in killed)
     (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     assert parent.info.status == "FINISHED" and re.search(
-        r"10 complete trials, 0 diverged, of 10", parent.data.tags["mlflow.note.content"]
+        rf"{n} complete trials, 0 diverged, of {n}", parent.data.tags["mlflow.note.content"]
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from omegaconf import DictConfig
 from servers import MlflowServer, Postgres
@@ -23,11 +23,12 @@ ACCELERATOR = os.environ.get("GDEXP_TEST_ACCELERATOR")  # e.g. gpu: in-process j
 OPTIMIZERS = group_options("optimizer")  # every shipped optimizer, as the config group lists them
 
 
-# Hypothesis keeps its files (its example database, its caches) in a temporary folder, not in
-# .hypothesis/ in the checkout, which the tests never write into (pytest_sessionfinish checks).
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="gdexp-hypothesis-"))
-settings.register_profile("gdexp", database=None)
-settings.load_profile("gdexp")
+# Hypothesis keeps its files (its example database, its caches) in a temporary folder that goes
+# with the process, not in .hypothesis/ in the checkout, which the tests never write into
+# (pytest_sessionfinish checks).
+HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="gdexp-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
 CHECKOUT_ENTRIES = {p.name for p in REPO.iterdir()}
 PYTESTS_OWN = {".pytest_cache"}  # pytest's cache (-p no:cacheprovider turns it off)
 

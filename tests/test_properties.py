@@ -5,11 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import OPTIMIZERS, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gdexp.compare.tables import _aligned
 from gdexp.explain import is_config_error, one_line
 from gdexp.job import run_job
 
@@ -108,9 +110,5 @@ CELLS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])
 def test_a_text_table_is_aligned_as_pandas_aligns_it(columns, rows, data):
     """``gdexp-compare table``'s own alignment (ten times as fast at 10,000 runs) prints what
     pandas' ``to_string(index=False)`` prints, whatever the cells hold."""
-    import pandas as pd
-
-    from gdexp.compare.tables import _aligned
-
     frame = pd.DataFrame({c: data.draw(st.lists(CELLS, min_size=rows, max_size=rows)) for c in columns})
     assert _aligned(frame) == frame.to_string(index=False)

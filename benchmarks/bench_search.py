@@ -9,14 +9,22 @@
    best loss there is (from a dense grid of 400 learning rates through the batched launcher), and
    within 2x and 10x of it (the loss spans ten decades over the interval and falls off a cliff at
    the stability bound: 1% is a needle), over several seeds, tracking off.
+3. Pruning inside a population: 64 trials in batches of 16, TPE, batched, with and without
+   ``successive_halving`` (``--pruner-args``), same seeds, tracking off: member-epochs trained
+   (the sum of every run's ``epochs_run``), wall time, best final loss and its lr.
+4. The batch barrier: 20 trials of ``epochs=choice(200,12000)`` (durations 60x apart) through
+   joblib with 2 workers, trials asked as workers free up, against the same study through the
+   batch loop of an earlier commit (``--barrier-commit``, extracted with ``git archive``): how busy
+   the workers were, from the runs' own start and end times in MLflow.
 
-Usage: python benchmarks/bench_search.py [--trials 200] [--n-jobs 20] [--seeds 5]
+Usage: python benchmarks/bench_search.py [--trials 200] [--n-jobs 20] [--seeds 5] [--only 1,2,3,4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,9 +40,11 @@ SPACE = "lr=tag(log,interval(0.001,0.3))"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def command(folder: Path, args: list[str]) -> float:
+def command(folder: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gdexp.run", "-m", *args], cwd=folder, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "gdexp.run", "-m", *args], cwd=folder, check=True, capture_output=True, env=env
+    )
     return time.perf_counter() - start
 
 
@@ -123,13 +133,125 @@ def trials_to_reach(sampler: str, seed: int, targets: list[float], budget: int, 
     return reached
 
 
+def member_epochs(folder: Path) -> tuple[float, float, float | None]:
+    """Every run's epochs_run summed; the best final loss of a run that ended by itself, and its lr."""
+    total, best, best_lr = 0.0, np.inf, None
+    for record in folder.rglob("run.json"):
+        run = json.loads(record.read_text())
+        metrics = {k: v for k, v, _ in run["metrics"]}
+        total += metrics.get("epochs_run", 0.0)
+        if run["tags"].get("gdexp.status") in ("converged", "max_epochs") and metrics["final_loss"] < best:
+            best, best_lr = metrics["final_loss"], float(run["params"]["lr"])
+    return total, best, best_lr
+
+
+def pruning(seeds: int, pruner_args: str) -> dict[str, list[dict[str, float | None]]]:
+    out: dict[str, list[dict[str, float | None]]] = {"none": [], "successive_halving": []}
+    for seed in range(seeds):
+        for pruner in out:
+            folder = Path(tempfile.mkdtemp(prefix=f"gdexp-prune-{pruner}-"))
+            extra = (
+                []
+                if pruner == "none"
+                else [f"hydra.sweeper.pruner={pruner}", f"hydra.sweeper.pruner_args={{{pruner_args}}}"]
+            )
+            wall = command(
+                folder,
+                [
+                    "hydra/sweeper=optuna",
+                    "hydra/launcher=batched",
+                    "hydra.sweeper.n_trials=64",
+                    "hydra.sweeper.n_jobs=16",
+                    f"hydra.sweeper.seed={seed}",
+                    SPACE,
+                    *PROBLEM,
+                    "tracking.enabled=false",
+                    *extra,
+                ],
+            )
+            epochs, best, lr = member_epochs(folder)
+            out[pruner].append(
+                {"seed": seed, "member_epochs": epochs, "wall_s": wall, "best_loss": best, "best_lr": lr}
+            )
+        a, b = out["successive_halving"][-1], out["none"][-1]
+        print(
+            f"  seed {seed}: member-epochs {a['member_epochs']:.0f} / {b['member_epochs']:.0f} = "
+            f"{a['member_epochs'] / b['member_epochs']:.2f}x; wall {a['wall_s']:.1f} / {b['wall_s']:.1f} s; "
+            f"best loss {a['best_loss']:.3g} / {b['best_loss']:.3g} = {a['best_loss'] / b['best_loss']:.2f}x; "
+            f"best lr {a['best_lr']:.4f} ({abs(a['best_lr'] / LR_OPTIMAL - 1) * 100:.1f}% from lr_optimal) / "
+            f"{b['best_lr']:.4f}",
+            flush=True,
+        )
+    return out
+
+
+LR_OPTIMAL = 2 / 17
+
+
+def busy(folder: Path, workers: int) -> float:
+    """Run time over workers x the study's span, from the trials' MLflow start and end times."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = [r for r in client.search_runs(["1"], max_results=1000) if "gdexp.trial" in r.data.tags]
+    span = max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)
+    return sum(r.info.end_time - r.info.start_time for r in runs) / (workers * span)
+
+
+def barrier(commit: str) -> dict[str, float]:
+    args = [
+        "hydra/sweeper=optuna",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=0",
+        "lr=tag(log,interval(0.01,0.1))",
+        "epochs=choice(200,12000)",
+    ]
+    old = Path(tempfile.mkdtemp(prefix="gdexp-barrier-code-"))
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "archive", commit, "src", "conf"], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    out = {}
+    for name, env in (("async", None), ("barrier", {**os.environ, "PYTHONPATH": str(old / "src")})):
+        folder = Path(tempfile.mkdtemp(prefix=f"gdexp-barrier-{name}-"))
+        out[f"{name}_wall_s"] = command(folder, args, env)
+        out[name] = busy(folder, 2)
+        print(
+            f"  {name:8s} workers busy {out[name] * 100:.0f}% of the study's time; {out[f'{name}_wall_s']:.1f} s",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--n-jobs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--only", default="1,2,3,4")
+    parser.add_argument("--pruner-args", default="min_resource:30,reduction_factor:4")
+    parser.add_argument("--barrier-commit", default="fbaf9b7")
     args = parser.parse_args()
+    only = {int(p) for p in args.only.split(",")}
+    results: dict[str, object] = {}
+    RESULTS.mkdir(exist_ok=True)
+    if 3 in only:
+        print(f"3. pruning in a population: successive_halving {{{args.pruner_args}}} against none:", flush=True)
+        results["pruning"] = pruning(args.seeds, args.pruner_args)
+    if 4 in only:
+        print(
+            f"4. the batch barrier (joblib, 2 workers, durations 60x apart; barrier: {args.barrier_commit}):",
+            flush=True,
+        )
+        results["barrier"] = barrier(args.barrier_commit)
+    if only & {3, 4}:
+        (RESULTS / "bench_search_pruning.json").write_text(json.dumps(results, indent=2))
+    if not only & {1, 2}:
+        return
 
     print(f"1. {args.trials} trials, {args.n_jobs} a batch, TPE seed 0:", flush=True)
     times = wall_times(args.trials, args.n_jobs)

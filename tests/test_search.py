@@ -358,14 +358,20 @@ def _started_until(args: list[str], line: str, tmp_path, cli_env):
     return sweep
 
 
+# A median pruner that stops slow learners while they train: pruned and unpruned trials in flight.
+PRUNED = ["hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args={n_startup_trials:1}"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("stop", "launcher"), [(signal.SIGINT, "basic"), (signal.SIGTERM, "joblib")], ids=["sigint-basic", "sigterm-joblib"]
+    ("stop", "launcher", "pruner"),
+    [(signal.SIGINT, "basic", []), (signal.SIGTERM, "joblib", []), (signal.SIGINT, "joblib", PRUNED)],
+    ids=["sigint-basic", "sigterm-joblib", "sigint-joblib-pruned"],
 )
-def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launcher, tmp_path, cli_env):
-    n = 6  # three batches of two: stopped in the last, while it trains
-    args = [*_long_study(n_trials=n, seed=5), f"hydra/launcher={launcher}"]
-    sweep = _started_until(args, "trials 2-3:", tmp_path, cli_env)  # the third batch is training
+def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launcher, pruner, tmp_path, cli_env):
+    n = 6  # stopped once four trials ended, while the fifth (and, with two workers, the sixth) trains
+    args = [*_long_study(n_trials=n, seed=5), f"hydra/launcher={launcher}", *pruner]
+    sweep = _started_until(args, f"4/{n} done;", tmp_path, cli_env)
     sweep.send_signal(stop)
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 128 + stop, err
@@ -377,20 +383,29 @@ def test_a_study_interrupted_mid_batch_resumes_to_exactly_n_trials(stop, launche
     again = gdexp(args, tmp_path, cli_env, timeout=600)
     assert again.returncode == 0, again.stderr
     final = study(tmp_path)
-    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == n
+    ended = [t for t in final.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) == n and bool(pruner) == any(t.state == TrialState.PRUNED for t in ended)
     runs = all_runs(cli_env["MLFLOW_TRACKING_URI"])
     children = [r for r in runs if "gdexp.trial" in r.data.tags]
     finished = [r for r in children if r.info.status == "FINISHED"]
     killed = [r for r in children if r.info.status == "KILLED"]
-    # The trial that was training is KILLED with its curve so far; one of its batch not yet started
-    # has no run. Nothing is left RUNNING, nothing is doubled.
-    assert len(finished) == n and 1 <= len(killed) <= len(interrupted) and len(children) == n + len(killed)
+    # The trial that was training is KILLED with its curve so far (with a pruner, it may have been
+    # pruned first); one not yet started has no run. Nothing is left RUNNING, nothing is doubled;
+    # a pruned trial's run is FINISHED, pruned.
+    assert len(finished) == n and len(killed) <= len(interrupted) and len(children) == n + len(killed)
+    assert killed or pruner
     assert len({r.data.tags["gdexp.trial"] for r in children}) == len(children)  # one run per trial
     assert {r.data.tags["gdexp.trial"] for r in killed} <= {str(t.number) for t in interrupted}
-    assert all(r.data.metrics.get("epochs_run", 0) > 0 for r in killed)
+    assert all("epochs_run" in r.data.metrics for r in killed)  # its curve so far (none if stopped at once)
+    statuses = {str(t.number): t.state for t in ended}
+    assert all(
+        (r.data.tags["gdexp.status"] == "pruned") == (statuses[r.data.tags["gdexp.trial"]] == TrialState.PRUNED)
+        for r in finished
+    )
+    complete = sum(t.state == TrialState.COMPLETE for t in ended)
     (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     assert parent.info.status == "FINISHED" and re.search(
-        rf"{n} complete trials, 0 diverged, of {n}", parent.data.tags["mlflow.note.content"]
+        rf"{complete} complete trials, 0 diverged, of {n}", parent.data.tags["mlflow.note.content"]
     )
 
 
@@ -449,9 +464,10 @@ def test_a_batched_study_stopped_by_sigterm_mid_population_resumes_to_exactly_n_
 
 
 @pytest.mark.slow
-def test_a_study_killed_hard_resumes_and_fails_the_trial_it_left_running(tmp_path, cli_env):
-    args = _long_study(n_trials=6, seed=7)
-    sweep = _started_until(args, "trials 0-1:", tmp_path, cli_env)  # the second batch is training
+@pytest.mark.parametrize("pruner", [[], PRUNED], ids=["unpruned", "pruned"])
+def test_a_study_killed_hard_resumes_and_fails_the_trial_it_left_running(pruner, tmp_path, cli_env):
+    args = [*_long_study(n_trials=6, seed=7), *pruner]
+    sweep = _started_until(args, "2/6 done;", tmp_path, cli_env)  # the next trials are training
     sweep.kill()
     sweep.communicate(timeout=60)
     left = [t for t in study(tmp_path).trials if t.state == TrialState.RUNNING]
@@ -461,7 +477,7 @@ def test_a_study_killed_hard_resumes_and_fails_the_trial_it_left_running(tmp_pat
     assert again.returncode == 0, again.stderr
     assert f"{len(left)} trials of a killed run failed" in again.stdout
     final = study(tmp_path)
-    assert len([t for t in final.trials if t.state == TrialState.COMPLETE]) == 6
+    assert len([t for t in final.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 6
     assert {t.number for t in final.trials if t.user_attrs.get("gdexp.outcome") == "interrupted"} == {
         t.number for t in left
     }

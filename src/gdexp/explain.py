@@ -38,14 +38,14 @@ def one_line(err: BaseException, overrides: list[str] | None = None) -> str:
         if isinstance(cause, MissingMandatoryValue):
             return f"{key}: not set; allowed: {MISSING_HINTS.get(key, _allowed(key))}"
         if message.startswith("Key '") and "not in" in message:
-            return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
+            return _no_such_key(key)
         given = _override_value(key, overrides)
         shown = f"{key}={given}" if given is not None else key
         return f"{shown}: {_in_our_words(message)}; allowed: {_allowed(key)}"
     text = " ".join(str(err).split())
     if isinstance(err, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'")[1] if "'" in text else "?"
-        return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
+        return _no_such_key(key)
     if isinstance(err, OverrideParseException):
         said = re.search(
             r"Error parsing override '(.*?)' (?:\w+ while evaluating '.*?': )?(.*?)(?: See https://\S+ for details)?$",
@@ -90,6 +90,16 @@ def _did_you_mean(key: str) -> str:
     )
     near = difflib.get_close_matches(rest or head, known, n=1)
     return f"; did you mean {head + '.' if rest else ''}{near[0]}?" if near else ""
+
+
+PRUNER_ARGS = "hydra.sweeper.pruner_args"
+
+
+def _no_such_key(key: str) -> str:
+    if key.startswith(PRUNER_ARGS + "."):  # a pruner's argument, added to an empty node
+        name = key[len(PRUNER_ARGS) + 1 :]
+        return f"{key}: not set this way; allowed: {PRUNER_ARGS}={{{name}: VALUE, ...}} or +{PRUNER_ARGS}.{name}=VALUE"
+    return f"{key}: no such config key{_did_you_mean(key)}; allowed: {_allowed(None)}"
 
 
 def _allowed(key: str | None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from gdexp.tracking.client import Tracker
 from gdexp.tracking.describe import NOTE_TAG, dataset_spec, run_description
 from gdexp.tracking.protocol import DatasetSpec, FinishedRun, RunFiles
 from gdexp.tracking.record import SUPERSEDED_TAG, RunInfo, RunRecord, SweepInfo, thin_steps, unfinished_attempt
-from gdexp.tracking.tags import cluster_tags, masked_overrides, run_name, source_tags
+from gdexp.tracking.tags import run_name, run_tags
 from gdexp.tracking.uri import Target, TrackingError, masked
 from gdexp.training.analysis import pred_names, predictions, status
 from gdexp.training.data import Dataset, load_data, predict_points
@@ -47,22 +46,6 @@ def check(cfg: DictConfig, launch_dir: Path) -> tuple[Dataset, list[list[float]]
     data = load_data(cfg.data, launch_dir)
     check_table_format(cfg.print_format, param_names(data.n_features, data.n_targets, bool(cfg.bias)))
     return data, predict_points(cfg.predict_at, data.n_features)
-
-
-def run_tags(plain: dict[str, Any], overrides: list[str], output_dir: Path, parent: str | None) -> dict[str, str]:
-    """A run's tags as it starts (``gdexp.status`` comes at its end)."""
-    tags = {
-        **source_tags(),
-        **cluster_tags(),
-        "gdexp.overrides": " ".join(masked_overrides(overrides)),
-        "gdexp.engine": plain["engine"],
-        "gdexp.config_hash": config_hash(plain),
-        "gdexp.output_dir": str(output_dir),
-        "gdexp.record_id": uuid.uuid4().hex,
-    }
-    if parent:
-        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
-    return tags
 
 
 @dataclass
@@ -125,7 +108,10 @@ class Job:
             data=data,
             points=points,
             name=run_name(overrides),
-            tags={**run_tags(plain, overrides, output_dir, parent), **(sweep.trial_tags(job_num) if sweep else {})},
+            tags={
+                **run_tags(plain, config_hash(plain), overrides, output_dir, parent),
+                **(sweep.trial_tags(job_num) if sweep else {}),
+            },
             params=flatten(plain),
             config_yaml=config_yaml(plain),
             uri=target.uri if (target := Target.of(plain["tracking"], launch_dir)) else None,
@@ -272,11 +258,13 @@ def run_job(
     sweep: SweepInfo | None = None,
     quiet: bool = False,
     job_num: int | None = None,
+    prune: Callable[[list[float], bool], bool] | None = None,
 ) -> Outcome | None:
     """Train one configuration with its engine and record it in ``output_dir`` (``run.json``,
     ``history.csv``, ``config.yaml``) and in MLflow unless tracking is off. A single run whose
     store cannot be reached stops before training; a sweep's job trains on and keeps its record
-    for ``gdexp.sync``. None when ``tracking.skip_finished`` finds the configuration FINISHED."""
+    for ``gdexp.sync``. None when ``tracking.skip_finished`` finds the configuration FINISHED.
+    ``prune(loss, ask)``, a search's trial with a pruner, gets the loss at each flush."""
     job = Job.prepare(
         cfg, overrides=overrides, output_dir=output_dir, launch_dir=launch_dir, sweep=sweep, job_num=job_num
     )
@@ -320,6 +308,9 @@ def run_job(
         record.append_history()
         if tracker is not None and run_id is not None:
             tracker.log_metrics(run_id, history.metrics(first_step))
+        going = not (history.diverged or history.pruned or history.stop.received) and history.epochs < cfg.epochs
+        if prune is not None and prune(history.loss, going):
+            history.pruned = True  # end_epoch stops training; the run ends FINISHED, pruned
 
     end_status = "FAILED"
     try:

@@ -16,7 +16,7 @@ class Outcome:
     run_id: str | None
     history: History
     summary: dict[str, float]
-    status: str  # converged, diverged, max_epochs; killed or failed when it did not end by itself
+    status: str  # converged, diverged, max_epochs, pruned; killed or failed when it did not end by itself
     pred_before: dict[str, float]  # pred_5 -> f(5) with the initial parameters
     pred_after: dict[str, float]  # ... with the final ones
     points: list[list[float]]

@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 
 from gdexp.failures import job_failed
 from gdexp.job import run_job
+from gdexp.sweeps.pruning import TrialPruning
 from gdexp.tracking.record import read_sweep, sweep_dir
-from gdexp.tracking.uri import scrub_credentials
+from gdexp.tracking.uri import Target, scrub_credentials
 
 
 def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:
@@ -25,15 +26,23 @@ def hydra_task(cfg: DictConfig, quiet: bool = False) -> dict[str, Any] | None:
     if hc.output_subdir:  # Hydra saved the command line as typed: no password stays on disk
         scrub_credentials(sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")))
     multirun = hc.mode == RunMode.MULTIRUN
+    launch_dir = Path(hc.runtime.cwd)
     try:
+        sweep = read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None
+        job_num = int(hc.job.num) if multirun and hc.job.num is not None else None
+        target = Target.of(cfg.tracking, launch_dir) if sweep is not None else None
+        pruning = TrialPruning.open(
+            hc.sweeper, sweep, job_num, target.uri if target else None, launch_dir, int(cfg.epochs)
+        )
         outcome = run_job(
             cfg,
             overrides=list(hc.overrides.task),
             output_dir=Path(hc.runtime.output_dir),
-            launch_dir=Path(hc.runtime.cwd),
-            sweep=read_sweep(sweep_dir(hc.sweep.dir, hc.runtime.cwd)) if multirun else None,
+            launch_dir=launch_dir,
+            sweep=sweep,
             quiet=quiet,
-            job_num=int(hc.job.num) if multirun and hc.job.num is not None else None,
+            job_num=job_num,
+            prune=pruning,
         )
     except Exception as err:
         failed = job_failed(list(hc.overrides.task), err, multirun)

@@ -30,10 +30,11 @@ from omegaconf import DictConfig, open_dict
 from gdexp.console import progress, say_skipped
 from gdexp.sweeps.overrides import SweepJob, split_jobs
 from gdexp.sweeps.plan import Member, Planned, compose, populations
+from gdexp.sweeps.pruning import PopulationPruning
 from gdexp.sweeps.settings import check_launcher
 from gdexp.tracking.client import WriterPool
 from gdexp.tracking.protocol import FinishedRun, RunFiles
-from gdexp.tracking.record import read_sweep, sweep_dir
+from gdexp.tracking.record import SweepInfo, read_sweep, sweep_dir
 from gdexp.tracking.tags import run_name
 from gdexp.tracking.uri import target_of
 from gdexp.training.history import History, RunInterrupted, StopSignal, interrupts_stop
@@ -109,7 +110,7 @@ def launch(launcher: BatchedLauncher, job_overrides: list[list[str]], initial_jo
                 returns[job.index] = _returned(job, failure, launch_dir)
             for n, population in enumerate(plan.populations, 1):
                 where = f"{g}/{len(groups)}" + (f" {n}/{len(plan.populations)}" if len(plan.populations) > 1 else "")
-                _train_and_record(launcher, population, writers, returns, launch_dir, where)
+                _train_and_record(launcher, population, writers, returns, launch_dir, where, sweep)
                 runs, trained_populations = runs + len(population.members), trained_populations + 1
             del plan
         for index, written in writers.finish():
@@ -138,8 +139,10 @@ def _train_and_record(
     returns: list[JobReturn | None],
     launch_dir: Path,
     where: str,
+    sweep: SweepInfo | None = None,
 ) -> None:
-    """Train one population, then record every member as the job it is."""
+    """Train one population, then record every member as the job it is. In a study with a
+    pruner, the pruner stops members as they train."""
     from gdexp.training import population  # torch and Lightning: imported early in a thread
     from gdexp.training.engines import make_optimizer
     from gdexp.training.model import make_linear
@@ -164,6 +167,16 @@ def _train_and_record(
         f"optimizer={base.optimizer.name}, up to {max(p.epochs for p in pop)} epochs",
         flush=True,
     )
+    assert launcher.config is not None  # set by setup()
+    target = target_of(launcher.config)
+    pruning = PopulationPruning.open(
+        launcher.config.hydra.sweeper,
+        sweep,
+        [m.sweep_job.number for m in members],
+        target.uri if target else None,
+        launch_dir,
+        [p.epochs for p in pop],
+    )
     stop = StopSignal()  # one for the whole population: it stops at the next epoch, recorded
     with interrupts_stop(stop), progress(max(p.epochs for p in pop), planned.label) as bar:
 
@@ -183,7 +196,13 @@ def _train_and_record(
             batch_size=base.batch_size,
             seeds=[int(c["seed"]) for c in cfgs],
             stop=epoch_done,
+            prune=pruning,
         )
+    if pruning is not None:  # each member's last epoch too, then every report into the study
+        for m in range(len(members)):
+            if not curves.pruned[m] and curves.epochs_run[m]:
+                pruning.last(m, int(curves.epochs_run[m]), float(curves.loss[int(curves.epochs_run[m]) - 1, m]))
+        pruning.save()
     trained = time.monotonic() - started
     statuses: Counter[str] = Counter()
     note = (
@@ -198,9 +217,15 @@ def _train_and_record(
         if not job.plain["bias"]:
             params = params[:, : data.n_features * data.n_targets]
         history = History.recorded(
-            job.param_names, curves.loss[:epochs, m].tolist(), params.tolist(), bool(curves.diverged[m])
+            job.param_names,
+            curves.loss[:epochs, m].tolist(),
+            params.tolist(),
+            bool(curves.diverged[m]),
+            bool(curves.pruned[m]),
         )
-        killed = curves.interrupted and not history.diverged and epochs < int(job.plain["epochs"])
+        killed = (
+            curves.interrupted and not history.diverged and not history.pruned and epochs < int(job.plain["epochs"])
+        )
         end_status = "KILLED" if killed else "FINISHED"
         outcome, run = job.ended(
             history,

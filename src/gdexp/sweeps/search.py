@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from gdexp.config import ConfigError
 from gdexp.sweeps.overrides import value_text
+from gdexp.sweeps.pruners import make_pruner, pruner_args
 from gdexp.tracking.store import first_open_lock
 from gdexp.tracking.uri import masked, target_of
 
@@ -124,6 +125,8 @@ class Settings:
     seed: int | None
     study_name: str | None
     storage: str | None
+    pruner: str = "none"
+    pruner_args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, sweeper: DictConfig) -> Settings:
@@ -138,6 +141,8 @@ class Settings:
             sweeper.seed,
             sweeper.study_name,
             sweeper.storage,
+            str(sweeper.get("pruner", "none")),
+            pruner_args(sweeper.get("pruner_args")),
         )
         for key, value in (("n_trials", s.n_trials), ("n_jobs", s.n_jobs)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -151,6 +156,7 @@ class Settings:
             raise SearchError("hydra.sweeper.sampler", s.sampler, ", ".join(SAMPLERS))
         if s.seed is not None and (not isinstance(s.seed, int) or not 0 <= s.seed < 2**32):
             raise SearchError("hydra.sweeper.seed", s.seed, "null or an integer from 0 to 4294967295")
+        make_pruner(s.pruner, s.pruner_args)  # a bad name or argument: one line, before any trial
         return s
 
 
@@ -191,19 +197,24 @@ def corners(space: Space) -> list[str]:
     return out
 
 
-def storage_url(settings: Settings, config: DictConfig) -> str:
-    """Where the study lives: ``hydra.sweeper.storage``, else beside the MLflow store (a SQLite file
-    next to ``mlflow.db``; the same PostgreSQL database, in its own schema ``optuna``, when the
-    store is one), else ``optuna.db`` in the launch directory."""
+def storage_url(settings: Settings, tracking_uri: str | None, launch_dir: str | Path) -> str:
+    """Where the study lives: ``hydra.sweeper.storage``, else beside the MLflow store
+    ``tracking_uri`` (a SQLite file next to ``mlflow.db``; the same PostgreSQL database, in its own
+    schema ``optuna``, when the store is one), else ``optuna.db`` in the launch directory."""
     if settings.storage:
         return str(settings.storage)
-    target = target_of(config)
-    uri = target.uri if target else ""
+    uri = tracking_uri or ""
     if uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(uri[len('sqlite:///') :]).parent / 'optuna.db'}"
     if uri.startswith("postgresql"):
         return storage_of_store(uri)
-    return f"sqlite:///{Path(config.hydra.runtime.cwd) / 'optuna.db'}"
+    return f"sqlite:///{Path(launch_dir) / 'optuna.db'}"
+
+
+def storage_of(settings: Settings, config: DictConfig) -> str:
+    """:func:`storage_url` of a sweep's composed config."""
+    target = target_of(config)
+    return storage_url(settings, target.uri if target else None, str(config.hydra.runtime.cwd))
 
 
 def storage_of_store(uri: str) -> str:
@@ -258,7 +269,7 @@ def open_study(settings: Settings, space: Space, config: DictConfig) -> Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = storage_url(settings, config)
+    storage = storage_of(settings, config)
     sampler = make_sampler(settings, space)
     try:
         # Two commands making one SQLite storage at once would both create its tables.
@@ -267,6 +278,7 @@ def open_study(settings: Settings, space: Space, config: DictConfig) -> Study:
                 study_name=study_name(settings, space, str(config.tracking.experiment)),
                 storage=storage,
                 sampler=sampler,
+                pruner=make_pruner(settings.pruner, settings.pruner_args),
                 direction=settings.direction,  # type: ignore[arg-type]
                 load_if_exists=True,
             )

@@ -87,7 +87,7 @@ class SearchSettings:
     """``hydra/sweeper=optuna``, as given (checked by :meth:`gdexp.sweeps.search.Settings.of`)."""
 
     n_trials: int = 20  # the study's total
-    n_jobs: int = 1  # trials asked per batch and handed to the launcher together
+    n_jobs: int = 1  # trials in flight: a batch (batched launcher), or as many running (per-run launchers)
     objective: str = "final_loss"  # a summary metric
     direction: str = "minimize"
     sampler: str = "tpe"  # tpe, random, gp, qmc, grid
@@ -95,3 +95,7 @@ class SearchSettings:
     study_name: str | None = None  # null: derived from the sweep's fixed overrides
     storage: str | None = None  # null: beside the MLflow store
     params: dict[str, str] | None = field(default=None)  # the search space in a config file: key -> grammar
+    pruner: str = "none"  # none, median, successive_halving, hyperband (Optuna's)
+    # The pruner's own arguments, e.g. {min_resource: 25, reduction_factor: 3}. Any, not a dict:
+    # a dict node under Hydra's struct flag would refuse every key not already in it.
+    pruner_args: Any = None

@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from gdexp.console import shown_path
 from gdexp.tracking.record import DamagedRecord, RunInfo, find_records
 
-STATUSES = ("converged", "max_epochs", "diverged", "killed", "failed")
+STATUSES = ("converged", "max_epochs", "pruned", "diverged", "killed", "failed")
 
 
 def sweep_params(overrides: list[str]) -> dict[str, str]:

@@ -91,6 +91,8 @@ def run_description(
         how = f"Diverged at epoch {trained}: the loss blew up (plain gradient descent is stable below lr {bound})"
     elif status == "max_epochs":
         how = f"Ran all {epochs} epochs without reaching loss <= {converge_tol:g}"
+    elif status == "pruned":
+        how = f"Pruned by the search's pruner after {trained} of {epochs} epochs"
     elif status == "killed":
         how = f"Interrupted after {trained} of {epochs} epochs"
     else:

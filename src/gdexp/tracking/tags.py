@@ -5,7 +5,9 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
+import uuid
 from pathlib import Path
+from typing import Any
 
 from gdexp.tracking.uri import mask_text
 
@@ -82,3 +84,22 @@ def masked_overrides(overrides: list[str]) -> list[str]:
 def run_name(overrides: list[str]) -> str:
     """A run's name: its overrides in command-line order, tracking settings left out."""
     return ",".join(shown_overrides(overrides)) or "default"
+
+
+def run_tags(
+    plain: dict[str, Any], config_hash: str, overrides: list[str], output_dir: Path, parent: str | None
+) -> dict[str, str]:
+    """A run's tags as it starts (``gdexp.status`` comes at its end); ``config_hash`` is
+    :func:`gdexp.config.config_hash` of ``plain``."""
+    tags = {
+        **source_tags(),
+        **cluster_tags(),
+        "gdexp.overrides": " ".join(masked_overrides(overrides)),
+        "gdexp.engine": plain["engine"],
+        "gdexp.config_hash": config_hash,
+        "gdexp.output_dir": str(output_dir),
+        "gdexp.record_id": uuid.uuid4().hex,
+    }
+    if parent:
+        tags["gdexp.sweep"] = tags["mlflow.parentRunId"] = parent
+    return tags

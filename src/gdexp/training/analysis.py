@@ -125,7 +125,10 @@ def star_name(name: str) -> str:
 
 
 def status(history: History, converge_tol: float) -> str:
-    """``diverged``, ``converged`` (the loss reached ``converge_tol``) or ``max_epochs``."""
+    """``diverged``, ``pruned`` (a search's pruner stopped it), ``converged`` (the loss reached
+    ``converge_tol``) or ``max_epochs``."""
     if history.diverged:
         return "diverged"
+    if history.pruned:
+        return "pruned"
     return "converged" if history.epochs_to_converge(converge_tol) is not None else "max_epochs"

@@ -95,6 +95,7 @@ class History:
         self.params: list[list[float]] = [list(initial)]
         self.loss: list[float] = []
         self.diverged = False
+        self.pruned = False  # stopped by a search's pruner (gdexp.sweeps.pruning)
         self.diverge_above = diverge_above
         self._batch_sum = 0.0
         self._batches = 0
@@ -105,10 +106,12 @@ class History:
         self.stop = stop or StopSignal()
 
     @classmethod
-    def recorded(cls, names: list[str], loss: list[float], params: list[list[float]], diverged: bool) -> History:
+    def recorded(
+        cls, names: list[str], loss: list[float], params: list[list[float]], diverged: bool, pruned: bool = False
+    ) -> History:
         """A history recorded elsewhere (a population's member), for the same summaries and records."""
         history = cls(names, params[0], math.inf)
-        history.loss, history.params, history.diverged = loss, params, diverged
+        history.loss, history.params, history.diverged, history.pruned = loss, params, diverged, pruned
         return history
 
     @property
@@ -132,7 +135,7 @@ class History:
         self.stop.check()
         if self.on_flush is not None and time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
-        return self.diverged
+        return self.diverged or self.pruned
 
     def flush(self) -> None:
         """Hand every step recorded since the last flush to ``on_flush``."""

@@ -8,6 +8,11 @@ member. Each member keeps its own learning rate: the optimizer steps with lr = 1
 scaled per member, which is exact for optimizers whose update is proportional to lr
 (:func:`lr_linear`). Members stop at their own epoch count; a member whose loss diverges is frozen
 at that epoch, as the per-run engines stop it.
+
+A search's pruner (``prune``, asked after every epoch) may stop members early. Then the members
+that stopped leave the tensor program: their rows go from the parameters, the optimizer's state
+and every per-member buffer, so the epochs left cost only the members still training. Rows map
+to members through ``slot``; the histories keep a column per member.
 """
 
 from __future__ import annotations
@@ -59,13 +64,21 @@ class Curves:
     epochs_run: np.ndarray
     diverged: np.ndarray
     interrupted: bool
+    pruned: np.ndarray
+
+
+# After an epoch (1-based), the members still training (their indices) and their losses: which of
+# them stop (a search's pruner, :class:`gdexp.sweeps.pruning.PopulationPruning`).
+Prune = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
 class Population(pl.LightningModule):
     """Stacked ``nn.Linear`` members with MSE and per-member learning rates, trained on the full
     batch or on each member's own minibatches."""
 
-    # Registered buffers: they move with the module to its device.
+    # Registered buffers: they move with the module to its device. Per row (a member still in the
+    # program): bias_mask, lr, epochs, diverge_above, active, diverged, batch_loss_sum, batches,
+    # slot (its member); per member: the rest.
     bias_mask: torch.Tensor
     lr: torch.Tensor
     epochs: torch.Tensor
@@ -77,6 +90,9 @@ class Population(pl.LightningModule):
     batches: torch.Tensor
     loss_history: torch.Tensor
     param_history: torch.Tensor
+    slot: torch.Tensor
+    member_diverged: torch.Tensor
+    pruned: torch.Tensor
 
     def __init__(
         self,
@@ -85,10 +101,13 @@ class Population(pl.LightningModule):
         reduction: str,
         scale_lr: bool,
         stop: Callable[[], bool] = lambda: False,
+        prune: Prune | None = None,
+        on_compact: Callable[[torch.Tensor], None] = lambda rows: None,
     ):
         super().__init__()
         self.automatic_optimization = False  # the step is scaled per member: see training_step
         self.make_optimizer, self.reduction, self.scale_lr, self.stop = make_optimizer, reduction, scale_lr, stop
+        self.prune, self.on_compact = prune, on_compact
         first = members[0].linear
         dtype, (n_targets, n_features) = first.weight.dtype, first.weight.shape
         self.weight = nn.Parameter(torch.stack([m.linear.weight.detach() for m in members]))
@@ -108,6 +127,9 @@ class Population(pl.LightningModule):
         self.register_buffer("loss_history", torch.full((most, len(members)), math.nan, dtype=dtype))
         width = n_targets * (n_features + 1)
         self.register_buffer("param_history", torch.zeros((most + 1, len(members), width), dtype=dtype))
+        self.register_buffer("slot", torch.arange(len(members)))
+        self.register_buffer("member_diverged", torch.zeros(len(members), dtype=torch.bool))
+        self.register_buffer("pruned", torch.zeros(len(members), dtype=torch.bool))
         self.param_history[0] = self._rows()
         self.interrupted = False
 
@@ -148,29 +170,72 @@ class Population(pl.LightningModule):
         # The epoch's loss is the mean of its batches' (as History.end_epoch takes it), and the
         # parameters after it; members stop at their own epoch count or when they diverged.
         epoch = self.current_epoch
-        self.loss_history[epoch] = (self.batch_loss_sum / self.batches.clamp(min=1)).to(self.loss_history.dtype)
-        self.param_history[epoch + 1] = self._rows()
-        self.epochs_run += self.active
+        losses = self.batch_loss_sum / self.batches.clamp(min=1)
+        if self.slot.numel() == self.loss_history.shape[1]:  # every member still in the program
+            self.loss_history[epoch] = losses.to(self.loss_history.dtype)
+            self.param_history[epoch + 1] = self._rows()
+            self.epochs_run += self.active
+        else:
+            self.loss_history[epoch, self.slot] = losses.to(self.loss_history.dtype)
+            self.param_history[epoch + 1, self.slot] = self._rows()
+            self.epochs_run[self.slot] += self.active
         self.active = self.active & ~self.diverged & (self.epochs > epoch + 1)
         self.batch_loss_sum.zero_()
         self.batches.zero_()
+        if self.prune is not None:
+            self._ask_pruner(epoch + 1, losses)
         if self.stop():
             self.interrupted = True
             self.trainer.should_stop = True
         elif not bool(self.active.any()):
             self.trainer.should_stop = True
 
+    def _ask_pruner(self, epoch: int, losses: torch.Tensor) -> None:
+        """The pruner's say on the rows still training; the stopped ones leave the program."""
+        assert self.prune is not None
+        rows = self.active.nonzero().flatten()
+        if not rows.numel():
+            return
+        stop = self.prune(epoch, self.slot[rows].cpu().numpy(), losses[rows].double().cpu().numpy())
+        if not stop.any():
+            return
+        stopped = rows[torch.as_tensor(stop, device=rows.device)]
+        self.pruned[self.slot[stopped]] = True
+        self.active[stopped] = False
+        self._compact(self.active.nonzero().flatten())
+
+    def _compact(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep``: the parameters, the optimizer's per-member state and every
+        per-row buffer (the other rows' histories are already written)."""
+        self.member_diverged[self.slot] = self.diverged
+        optimizer = self.optimizers()
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper, or torch's own
+        rows = self.weight.shape[0]
+        for p in (self.weight, self.bias):
+            state = optimizer.state.get(p, {})
+            for key, value in list(state.items()):
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == rows:
+                    state[key] = value[keep]
+            p.data = p.data[keep]
+            p.grad = None
+        for name in ("bias_mask", "lr", "epochs", "diverge_above", "active", "diverged", "batch_loss_sum", "batches"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.slot = self.slot[keep]
+        self.on_compact(keep)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.make_optimizer([self.weight, self.bias])
 
     def curves(self) -> Curves:
         """The histories, moved to the CPU once."""
+        self.member_diverged[self.slot] = self.diverged
         return Curves(
             self.loss_history.double().cpu().numpy(),
             self.param_history.double().cpu().numpy(),
             self.epochs_run.cpu().numpy(),
-            self.diverged.cpu().numpy(),
+            self.member_diverged.cpu().numpy(),
             self.interrupted,
+            self.pruned.cpu().numpy(),
         )
 
 
@@ -187,6 +252,10 @@ class MemberBatches:
 
     def __len__(self) -> int:
         return len(self.draws[0])
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only these members from the next epoch on (the others left the program)."""
+        self.member_draw = self.member_draw[rows.cpu()]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.draws[0].size is None:
@@ -211,11 +280,12 @@ def train_population(
     batch_size: int | None = None,
     seeds: list[int] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    prune: Prune | None = None,
 ) -> Curves:
     """Train ``members`` on (X, Y) with a Lightning Trainer, full-batch or in minibatches of
-    ``batch_size`` drawn from each member's seed; their curves."""
-    module = Population(members, make_optimizer, reduction, scale_lr, stop)
+    ``batch_size`` drawn from each member's seed; their curves. ``prune`` may stop members early."""
     loader = MemberBatches(torch.from_numpy(X), torch.from_numpy(Y), batch_size, seeds or [0] * len(members))
+    module = Population(members, make_optimizer, reduction, scale_lr, stop, prune, loader.keep)
     try:
         fit(module, loader, epochs=max(m.epochs for m in members), accelerator=accelerator, dtype=dtype)
     except RunInterrupted:  # a signal Lightning acted on first: the completed epochs are in the buffers

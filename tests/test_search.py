@@ -67,7 +67,7 @@ def test_lr_optimal_and_the_contraction_theory_predicts(tmp_path):
 
 
 def test_how_a_job_ended_is_what_the_study_is_told():
-    from gdexp.sweeps import study as loop
+    from gdexp.sweeps import trials as loop
     from gdexp.sweeps.search import parse_space
 
     space = parse_space(["lr=interval(0.01,0.1)"])
@@ -306,6 +306,11 @@ BAD_SPACES = [
     ("hydra.sweeper.objective=nope lr=interval(0.1,1)", "hydra.sweeper.objective=nope; allowed: a summary metric:"),
     ("hydra.sweeper.n_jobs=0 lr=interval(0.1,1)", "hydra.sweeper.n_jobs=0; allowed: an integer >= 1"),
     ("epochs=5", "hydra/sweeper=optuna: no search space in"),
+    ("hydra.sweeper.pruner=asha lr=interval(0.1,1)", "hydra.sweeper.pruner=asha; allowed: none, median, succ"),
+    (
+        "hydra.sweeper.pruner=hyperband hydra.sweeper.pruner_args={reduction_factor:1} lr=interval(0.1,1)",
+        'hydra.sweeper.pruner_args={"reduction_factor": 1}: ',
+    ),
 ]
 
 

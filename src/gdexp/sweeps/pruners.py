@@ -50,10 +50,23 @@ def make_pruner(name: str, args: Mapping[str, Any]) -> BasePruner:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna's experimental-feature warnings
+            if name == "hyperband":  # Hyperband checks its arguments only at its first trial's report
+                _check_hyperband(given)
             return kind(**given)
     except (TypeError, ValueError) as err:
         problem = " ".join(str(err).split())[:200]
         raise ConfigError("hydra.sweeper.pruner_args", given, f"{name}'s arguments: {allowed}", problem) from None
+
+
+def _check_hyperband(given: dict[str, Any]) -> None:
+    import optuna
+
+    low = given.get("min_resource", 1)
+    rungs = {k: given[k] for k in ("reduction_factor", "bootstrap_count") if k in given}
+    optuna.pruners.SuccessiveHalvingPruner(min_resource=low, **rungs)  # each bracket is one
+    high = given.get("max_resource", "auto")
+    if high != "auto" and not (isinstance(high, int) and isinstance(low, int) and high >= low):
+        raise ValueError(f"max_resource must be 'auto' or an integer >= min_resource ({low}), not {high!r}")
 
 
 def pruner_args(node: Any) -> dict[str, Any]:

@@ -18,7 +18,6 @@ the sweeper tells the study it was PRUNED.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from gdexp.sweeps.search import Settings, make_pruner, storage_url
 from gdexp.sweeps.settings import is_search
+from gdexp.sweeps.trial_rows import write_rows
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -40,39 +40,6 @@ def report_steps(epochs: int) -> int:
 
 def _reported(step: int, epochs: int) -> bool:
     return step % report_steps(epochs) == 0 or step == epochs
-
-
-def save_reports(
-    study: Study, reports: Mapping[int, Mapping[int, float]], system: Mapping[int, dict] | None = None
-) -> None:
-    """Trials' intermediate values (trial id -> step -> loss), and the system attributes a pruner
-    set on them, into the study's storage: one transaction on a database (Optuna's own storage
-    code writes each row), a call each elsewhere."""
-    from optuna.storages import RDBStorage
-
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    system = system or {}
-    if isinstance(backend, RDBStorage):
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            for trial_id, values in reports.items():
-                for step, value in values.items():
-                    backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-            for trial_id, attrs in system.items():
-                for key, value in attrs.items():
-                    backend._set_trial_attr_without_commit(
-                        session, models.TrialSystemAttributeModel, trial_id, key, value
-                    )
-        return
-    for trial_id, values in reports.items():
-        for step, value in values.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-    for trial_id, attrs in system.items():
-        for key, value in attrs.items():
-            storage.set_trial_system_attr(trial_id, key, value)
 
 
 def _finite(value: float) -> float:
@@ -131,7 +98,7 @@ class TrialPruning:
         values = {s: _finite(loss[s - 1]) for s in steps if _reported(s, self.epochs)}
         self.next_step = len(loss) + 1
         if values:
-            save_reports(self.study, {self.trial_id: values})
+            write_rows(self.study, values={self.trial_id: values})
         if not (ask and values):
             return False
         return bool(self.study.pruner.prune(self.study, self.study._storage.get_trial(self.trial_id)))
@@ -205,4 +172,4 @@ class PopulationPruning:
                 if noted:
                     system[real] = dict(noted)
         if self.reports or system:
-            save_reports(self.study, self.reports, system)
+            write_rows(self.study, values=self.reports, system=system)

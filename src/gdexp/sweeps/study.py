@@ -5,8 +5,6 @@ ends), tell the study how each ended, keep the parent run up to date; until the 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import socket
@@ -15,12 +13,24 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gdexp.failures import note_failures
 from gdexp.sweeps import owner, search
 from gdexp.sweeps.parent import SweepRun
 from gdexp.sweeps.settings import BatchedSettings
+from gdexp.sweeps.trial_rows import write_rows
+from gdexp.sweeps.trials import (
+    THEORY,
+    asks,
+    best,
+    best_rows,
+    counted,
+    fail_abandoned,
+    interrupted,
+    tell,
+    trial_attrs,
+)
 from gdexp.tracking.describe import NOTE_TAG
 from gdexp.tracking.files import RECORD_FILE, DamagedRecord
 from gdexp.tracking.record import RunInfo, process_gone, read_sweep, sweep_dir
@@ -31,118 +41,9 @@ if TYPE_CHECKING:
     from hydra.plugins.launcher import Launcher
     from omegaconf import DictConfig
     from optuna import Study
-    from optuna.trial import FrozenTrial, Trial
+    from optuna.trial import Trial
 
-# --------------------------------------------------------------------------- trials
-
-
-def counted(study: Study) -> int:
-    """The trials that count toward ``n_trials``: complete, pruned, or failed by the run itself."""
-    from optuna.trial import TrialState
-
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and t.user_attrs.get(search.OUTCOME) in search.COUNTED_FAILURES)
-    )
-
-
-def fail_abandoned(study: Study) -> int:
-    """Trials left RUNNING by a process that is gone (a kill -9): FAILED, to be asked again."""
-    from optuna.trial import TrialState
-
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, pid = t.user_attrs.get("gdexp.host", ""), int(t.user_attrs.get("gdexp.pid", 0))
-        if process_gone(host, pid):
-            study._storage.set_trial_user_attr(t._trial_id, search.OUTCOME, "interrupted")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed += 1
-    return failed
-
-
-def ask(study: Study, space: search.Space) -> Trial:
-    trial = study.ask(space.distributions)
-    trial.set_user_attr("gdexp.host", socket.gethostname())
-    trial.set_user_attr("gdexp.pid", os.getpid())
-    return trial
-
-
-THEORY = ("lr_optimal", "lr_max_stable")  # plain gradient descent's theory, on every run's summary
 STOP_GRACE = 30.0  # seconds an interrupted study waits for its trials in flight to record themselves
-
-
-def tell(study: Study, trial: Trial, value: dict[str, Any] | None, objective: str) -> str:
-    """Tell the study how the trial's job ended; its outcome (complete, diverged, failed, ...)."""
-    from optuna.trial import TrialState
-
-    status = (value or {}).get("status", "failed")
-    number = (value or {}).get(objective)
-    if value and value.get("run_id"):
-        trial.set_user_attr("gdexp.run_id", value["run_id"])
-    for theory in THEORY:  # the search's last line says where its best lr sits against them
-        said = (value or {}).get(theory)
-        if isinstance(said, (int, float)) and math.isfinite(said):
-            trial.set_user_attr(theory, float(said))
-    if status in ("converged", "max_epochs") and isinstance(number, (int, float)) and math.isfinite(number):
-        study.tell(trial, float(number))
-        return "complete"
-    if status == "pruned":  # its last report is its value, as Optuna keeps a pruned trial's
-        study.tell(trial, state=TrialState.PRUNED)
-        return "pruned"
-    # Stopped by a signal: asked again. Skipped (tracking.skip_finished found the configuration
-    # done), diverged or failed: an outcome of its own, counted.
-    outcome = {"killed": "interrupted", "skipped": "skipped", "diverged": "diverged"}.get(status, "failed")
-    trial.set_user_attr(search.OUTCOME, outcome)
-    study.tell(trial, state=TrialState.FAIL)
-    return outcome
-
-
-def interrupted(study: Study, trials: list[Trial]) -> None:
-    """The batch's trials that were still open when the command was interrupted: FAILED."""
-    from optuna.trial import TrialState
-
-    for trial in trials:
-        try:
-            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                trial.set_user_attr(search.OUTCOME, "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-        except Exception:
-            pass
-
-
-def best(study: Study) -> FrozenTrial | None:
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return study.best_trial if done else None
-
-
-def best_rows(study: Study, objective: str, done: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
-    """The parent run's view of the study so far: metrics (``best_<objective>``, each numeric best
-    param, ``trials`` and ``trials_pruned``, at step = trials counted) and tags (the best trial, its
-    params, its run)."""
-    from optuna.trial import TrialState
-
-    counts = [("trials", float(done), done)]
-    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    counts += [("trials_pruned", float(pruned), done)] if pruned else []
-    trial = best(study)
-    if trial is None:
-        return counts, {}
-    rows = [(f"best_{objective}", float(trial.value or 0.0), done), *counts]
-    rows += [(f"best.{k}", float(v), done) for k, v in trial.params.items() if isinstance(v, (int, float))]
-    tags = {
-        "gdexp.best_trial": str(trial.number),
-        "gdexp.best_params": json.dumps(trial.params, sort_keys=True),
-    }
-    if trial.user_attrs.get("gdexp.run_id"):
-        tags["gdexp.best_run"] = str(trial.user_attrs["gdexp.run_id"])
-    return rows, tags
-
-
-# --------------------------------------------------------------------------- the loop
 
 
 def _say_best(study: Study, objective: str) -> str:
@@ -233,7 +134,7 @@ class _Loop:
     def _asked(self, n: int) -> list[Trial]:
         """``n`` new trials, each job finding its trial number in the sweep's record by its
         ``hydra.job.num``."""
-        trials = [ask(self.study, self.space) for _ in range(n)]
+        trials = asks(self.study, self.space, n)
         if self.record is not None:
             self.record.study = self.study.study_name
             self.record.trials.update({str(self.job_idx + i): t.number for i, t in enumerate(trials)})
@@ -242,11 +143,10 @@ class _Loop:
 
     def _told(self, trials: list[Trial], returns: Sequence[JobReturn]) -> list[str]:
         """Tell the study how each trial's job ended; the parent run follows."""
-        values = [getattr(r, "_return_value", None) for r in returns]
-        outcomes = [
-            tell(self.study, t, v if isinstance(v, dict) else None, self.settings.objective)
-            for t, v in zip(trials, values)
-        ]
+        values = [v if isinstance(v := getattr(r, "_return_value", None), dict) else None for r in returns]
+        objective = self.settings.objective
+        write_rows(self.study, user={t._trial_id: trial_attrs(v, objective) for t, v in zip(trials, values)})
+        outcomes = [tell(self.study, t, v, objective, written=True) for t, v in zip(trials, values)]
         self.done = counted(self.study)
         rows, tags = best_rows(self.study, self.settings.objective, self.done)
         self.parent.update(rows, {**tags, NOTE_TAG: _description(self.study, self.space, self.settings)})

@@ -208,8 +208,9 @@ class Population(pl.LightningModule):
         """Keep only rows ``keep``: the parameters, the optimizer's per-member state and every
         per-row buffer (the other rows' histories are already written)."""
         self.member_diverged[self.slot] = self.diverged
-        optimizer = self.optimizers()
-        optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper, or torch's own
+        wrapped = self.optimizers()
+        assert not isinstance(wrapped, list)  # configure_optimizers returns one
+        optimizer = wrapped.optimizer  # torch's own, inside Lightning's wrapper
         rows = self.weight.shape[0]
         for p in (self.weight, self.bias):
             state = optimizer.state.get(p, {})

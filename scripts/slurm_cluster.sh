@@ -9,6 +9,8 @@
 # DIR (default /tmp/gdexp-slurm) holds everything the cluster writes: slurm.conf, slurmdbd.conf,
 # the MariaDB database that slurmdbd keeps the accounting in, the daemons' state, logs and pids.
 # munged is the machine's own (it uses /etc/munge/munge.key); it is started if it is not running.
+# Every daemon listens on a free port of 127.0.0.1, picked at the first start and kept in DIR
+# (ports.env), so clusters in two DIRs run side by side, and beside a Slurm the machine already runs.
 #
 # Why accounting: submitit learns that a job ended (CANCELLED, FAILED, TIMEOUT) from `sacct`.
 # Without slurmdbd, `sacct` fails and a cancelled job looks pending forever.
@@ -55,13 +57,25 @@ start_munge() {
     wait_for 10 munged munge -n
 }
 
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pick_ports() {  # the cluster's ports: kept from its first start (its conf and its jobs name them)
+    if [ ! -f "$S/ports.env" ]; then
+        echo "CTLD_PORT=$(free_port) SLURMD_PORT=$(free_port) DBD_PORT=$(free_port)" >"$S/ports.env"
+    fi
+    # shellcheck disable=SC1091
+    . "$S/ports.env"
+}
+
 start_mariadb() {
     local port
     if [ ! -d "$S/mysql/mysql" ]; then
         mariadb-install-db --no-defaults --user=root --datadir="$S/mysql" --auth-root-authentication-method=socket \
             >"$S/mariadb-install.log" 2>&1 || die "mariadb-install-db failed; see $S/mariadb-install.log"
     fi
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     echo "$port" >"$S/mariadb.port"
     (mariadbd --no-defaults --user=root --datadir="$S/mysql" --socket="$S/mariadb.sock" --port="$port" \
         --bind-address=127.0.0.1 --pid-file="$S/mariadb.pid" --log-error="$S/mariadb.log" \
@@ -85,6 +99,9 @@ write_conf() {
     cat >"$S/slurm.conf" <<CONF
 ClusterName=gdexp
 SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+AccountingStoragePort=$DBD_PORT
 SlurmUser=root
 AuthType=auth/munge
 MpiDefault=none
@@ -114,6 +131,7 @@ CONF
 AuthType=auth/munge
 DbdHost=$host
 DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
 SlurmUser=root
 LogFile=$S/slurmdbd.log
 PidFile=$S/slurmdbd.pid
@@ -147,6 +165,7 @@ start)
         say "already running"; echo "export SLURM_CONF=$SLURM_CONF"; exit 0
     fi
     start_munge
+    pick_ports
     start_mariadb
     write_conf
     slurmdbd
@@ -156,7 +175,7 @@ start)
     slurmd
     wait_for 30 "the node" bash -c "sinfo -h -o %t | grep -qx idle"
     wait_for 30 sacct sacct -n -X
-    say "up: $(sinfo -h -o '%P %D node(s) %c CPUs %m MB %t'), accounting in MariaDB on 127.0.0.1:$(cat "$S/mariadb.port")"
+    say "up: $(sinfo -h -o '%P %D node(s) %c CPUs %m MB %t'), slurmctld on 127.0.0.1:$CTLD_PORT, accounting in MariaDB on 127.0.0.1:$(cat "$S/mariadb.port")"
     echo "export SLURM_CONF=$SLURM_CONF"
     ;;
 stop)

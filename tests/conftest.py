@@ -274,7 +274,7 @@ def slurm(request):
     cannot be installed. Its ``slurm.conf`` path is in ``SLURM_CONF`` while the session runs."""
     first = getattr(request, "_pyfuncitem", request.node).nodeid  # the test that asked first
     if os.environ.get("PYTEST_XDIST_WORKER") and not first.endswith("@slurm"):
-        # Two workers would each start a cluster on Slurm's fixed ports and one machine's munged.
+        # Two workers would each start a cluster (on ports of their own) and share one machine's munged.
         pytest.fail(
             f"xdist's --dist loadgroup did not group {first} (pytest {pytest.__version__}): "
             "the Slurm tests must share one worker; install the pytest pyproject.toml names"

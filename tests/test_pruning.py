@@ -213,3 +213,20 @@ def test_a_per_run_job_reports_at_each_flush_and_stops_when_pruned(here, capsys)
     complete = [t for t in found.trials if t.state == TrialState.COMPLETE]
     assert all(max(t.intermediate_values) == 3000 for t in complete)  # every step of the grid, the last one too
     assert all(set(t.intermediate_values) <= set(range(30, 3001, 30)) for t in found.trials)
+
+
+@pytest.mark.slow
+def test_a_notebooks_second_joblib_sweep_writes_to_the_store_it_names_now(tmp_path, monkeypatch):
+    """joblib's workers outlive a call and keep the environment they started with: the store a
+    notebook names in MLFLOW_TRACKING_URI is carried to them in the config."""
+    for name, seed in (("a", 1), ("b", 3)):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        df = search(
+            4, 2, "hydra.sweeper.sampler=random", f"hydra.sweeper.seed={seed}", SPACE, launcher="joblib", epochs=50
+        )
+        assert len(df) == 4
+        children = [r for r in all_runs(os.environ["MLFLOW_TRACKING_URI"]) if "gdexp.trial" in r.data.tags]
+        assert len(children) == 4 and {r.data.tags["gdexp.sweep"] for r in children} == {df.attrs["parent_run_id"]}

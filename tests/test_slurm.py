@@ -4,6 +4,7 @@ cancelled with ``scancel`` and requeued with ``scontrol requeue`` as a user or a
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections import Counter
@@ -14,7 +15,7 @@ from conftest import all_runs, gdexp, start_gdexp, wait_until
 from mlflow import MlflowClient
 from test_scaleout import GRID, assert_complete_sweep
 
-# One Slurm cluster (its fixed ports) for the session: its tests share one xdist worker.
+# One Slurm cluster for the session: its tests share one xdist worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=10"]
@@ -145,3 +146,54 @@ def test_a_cluster_without_accounting_is_named_before_anything_is_submitted(slur
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
     said = check_accounting()
     assert said and "accounting" in said.lower(), said
+
+
+def test_a_study_on_slurm_asks_a_trial_as_each_job_ends(slurm, tmp_path, cli_env):
+    """hydra/sweeper=optuna through the Slurm launcher: two trials in flight, each its own Slurm job,
+    a new one submitted as one ends; every trial a FINISHED run under the study's parent."""
+    args = [
+        *SLURM,
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=0",
+        "lr=tag(log,interval(0.01,0.1))",
+        "epochs=choice(20,3000)",
+        "engine=autograd",
+    ]
+    done = gdexp(args, tmp_path, cli_env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 trials at a time" in done.stdout and "4/4 done" in done.stdout
+    runs = [r for r in all_runs(cli_env["MLFLOW_TRACKING_URI"]) if "gdexp.trial" in r.data.tags]
+    assert sorted(int(r.data.tags["gdexp.trial"]) for r in runs) == [0, 1, 2, 3]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["gdexp.slurm_job"] for r in runs}) == 4  # a Slurm job per trial
+
+
+def test_a_second_cluster_runs_beside_the_first_on_ports_of_its_own(slurm, tmp_path):
+    """scripts/slurm_cluster.sh picks free ports: a second cluster starts while the session's runs,
+    each takes a job, and stopping the second leaves the first up."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm_cluster.sh"
+    second = tmp_path / "second"
+    started = subprocess.run(["bash", str(script), "start", str(second)], capture_output=True, text=True, timeout=300)
+    try:
+        assert started.returncode == 0, started.stderr
+        ports = [set((folder / "ports.env").read_text().split()) for folder in (slurm, second)]
+        assert ports[0].isdisjoint(ports[1]) and len(ports[1]) == 3
+        for folder in (slurm, second):
+            env = {**os.environ, "SLURM_CONF": str(folder / "slurm.conf")}
+            job = subprocess.run(
+                ["sbatch", "--wait", "--parsable", f"--output={tmp_path}/%j.out", "--wrap", "echo side-by-side"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                cwd=tmp_path,
+            )
+            assert job.returncode == 0, job.stderr
+            assert (tmp_path / f"{job.stdout.strip()}.out").read_text().strip() == "side-by-side"
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(second)], capture_output=True, timeout=120)
+    first = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "idle" in first.stdout  # SLURM_CONF: the session's cluster

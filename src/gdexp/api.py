@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import io
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,10 @@ def _key_overrides(keys: Mapping[str, Any], sweep: bool) -> list[str]:
 
 def _tracking_overrides(tracking: bool, tracking_uri: str | None) -> list[str]:
     out = [] if tracking else ["tracking.enabled=false"]
+    # MLFLOW_TRACKING_URI as it is now, carried in the config: a launcher's worker processes (joblib's
+    # loky workers live on between calls) keep the environment they started with, and a notebook
+    # that points MLFLOW_TRACKING_URI at another store between two sweeps would write there.
+    tracking_uri = tracking_uri if tracking_uri is not None or not tracking else os.environ.get("MLFLOW_TRACKING_URI")
     if tracking_uri is not None:
         out.append(f"tracking.uri={value_text(tracking_uri)}")
     return out

@@ -69,6 +69,9 @@ class Session:
         self.pools: list[Closable] = []  # writer pools of batched launches; a sweep's end closes them
         self.said: set[str] = set()  # notes about a store, said once a process
         self.folders: list[Any] = []  # sweep directories this process writes: their locks, held
+        # Set when an interrupted study stops its trials in flight: a launcher waiting for a job
+        # in a thread of its own (gdexp.sweeps.study) cancels that job and returns.
+        self.stopping = threading.Event()
         self._turn = threading.RLock()
         atexit.register(self.close_writers)
 
@@ -79,6 +82,7 @@ class Session:
         self.skipped.clear()
         self.unstored.clear()
         self.sweeps.clear()
+        self.stopping.clear()
         self.task_started = False
         self.release_folders()
 

@@ -12,6 +12,7 @@ directory; its first attempt's run is KILLED and tagged as superseded by the run
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
 from gdexp.errors import warn
-from gdexp.session import JobFailure
+from gdexp.session import SESSION, JobFailure
 from gdexp.tracking.tags import run_name
 from gdexp.training.history import RunInterrupted
 
@@ -79,6 +80,10 @@ def launch(launcher: BaseSubmititLauncher, job_overrides: list[list[str]], initi
     jobs = executor.map_array(launcher, *zip(*[(*p, state) for p in params]))
     returns = []
     try:
+        while not SESSION.stopping.wait(1.0) and not all(job.done() for job in jobs):
+            pass  # a study's thread waits here, ready to cancel its jobs when the study stops
+        if SESSION.stopping.is_set():
+            raise RunInterrupted(signal.SIGTERM)
         for job, overrides in zip(jobs, job_overrides):
             returns.append(_returned(job, overrides, sweep_dir))
     except (RunInterrupted, KeyboardInterrupt):

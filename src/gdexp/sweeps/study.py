@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING
 
 from gdexp.failures import note_failures
+from gdexp.session import SESSION
 from gdexp.sweeps import owner, search
 from gdexp.sweeps.parent import SweepRun
 from gdexp.sweeps.settings import BatchedSettings
@@ -210,7 +211,9 @@ class _Loop:
     def _stop_in_flight(self, flying: dict[Future, tuple[Trial, int]]) -> None:
         """SIGTERM to the processes on this machine that train the trials in flight (a launcher's
         workers, found by their jobs' records: a signal to this command alone does not reach
-        them), as each job writes its record; then wait for them, up to ``STOP_GRACE``."""
+        them), as each job writes its record, and Slurm's jobs cancelled by the threads that wait
+        for them (``SESSION.stopping``); then wait for them, up to ``STOP_GRACE``."""
+        SESSION.stopping.set()
         signalled: set[int] = set()
         deadline = time.monotonic() + STOP_GRACE
         while time.monotonic() < deadline and (pending := [f for f in flying if not f.done()]):

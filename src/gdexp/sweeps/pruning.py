@@ -123,6 +123,10 @@ class PopulationPruning:
         by_real = {t._trial_id: i for i, t in enumerate(trials)}  # add_trials keeps the order: ids 0..n-1
         self.mine = [by_real.get(t) if t is not None else None for t in trial_ids]
         self.reports: dict[int, dict[int, float]] = {}
+        # The epochs some member reports after (not its last: then it has stopped, and is not asked).
+        self.steps = {
+            s for e, t in zip(epochs, trial_ids) if t is not None for s in range(report_steps(e), e, report_steps(e))
+        }
 
     @classmethod
     def open(
@@ -150,8 +154,8 @@ class PopulationPruning:
             mine, real = self.mine[m], self.trial_ids[m]
             if mine is None or real is None or not _reported(epoch, self.epochs[m]):
                 continue
-            storage.set_trial_intermediate_value(mine, epoch, _finite(loss))
-            self.reports.setdefault(real, {})[epoch] = _finite(loss)
+            value = self.reports.setdefault(real, {})[epoch] = _finite(loss)
+            storage.set_trial_intermediate_value(mine, epoch, value)
             asked.append((row, mine))
         for row, mine in asked:
             stop[row] = self.mirror.pruner.prune(self.mirror, storage.get_trial(mine))

@@ -68,7 +68,8 @@ class Curves:
 
 
 # After an epoch (1-based), the members still training (their indices) and their losses: which of
-# them stop (a search's pruner, :class:`gdexp.sweeps.pruning.PopulationPruning`).
+# them stop (a search's pruner, :class:`gdexp.sweeps.pruning.PopulationPruning`, whose ``steps``
+# names the epochs it judges; a plain function is asked after every epoch).
 Prune = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -191,8 +192,13 @@ class Population(pl.LightningModule):
             self.trainer.should_stop = True
 
     def _ask_pruner(self, epoch: int, losses: torch.Tensor) -> None:
-        """The pruner's say on the rows still training; the stopped ones leave the program."""
+        """The pruner's say on the rows still training; the stopped ones leave the program. A
+        pruner that names the epochs it judges (``steps``) is not asked after the others: no
+        device-to-host copy in an epoch where no member reports."""
         assert self.prune is not None
+        steps = getattr(self.prune, "steps", None)
+        if steps is not None and epoch not in steps:
+            return
         rows = self.active.nonzero().flatten()
         if not rows.numel():
             return
